@@ -1,0 +1,1 @@
+"""The pipeline's services, one package each: fetch → clean → langdetect → entities → alert."""

@@ -1,0 +1,1 @@
+"""alert: tagged articles → alerts (Kafka topic and webhooks), once per rule and story."""

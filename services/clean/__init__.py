@@ -1,0 +1,1 @@
+"""clean: raw pages → articles (main text, metadata, story id of syndicated copies)."""

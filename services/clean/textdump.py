@@ -1,0 +1,154 @@
+"""Plain-text page dumps → article: drop the site's junk lines, keep every article sentence.
+
+Some sources hand us the text of a page, not its HTML: the menus, share prompts, comment
+threads and legal footers are still in it, as lines. The rules here are about the shape of
+lines, not about one site: the article is the stretch between the first and the last
+sentence-like line; outside it, short lines are junk; inside it, known boilerplate lines,
+runs of menu-like short lines, and everything from a comment-section header on are junk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_SENTENCE_END = re.compile(r"""[.!?…:;"»”)\]'’]\s*$""")
+
+# Share prompts, reading-time badges, "read also" links, empty widgets: short lines only.
+_SHORT_JUNK = re.compile(
+    r"""^\W*(
+        spread\ the\ love | share(\ this(\ article|\ story)?)?(\ on\ \w+)? | tweet | pin\ it | email |
+        partager(\ (cet|l')\ article|\ sur\ \w+)? | partagez(\ cet\ article)? | imprimer | print |
+        teilen | compartir | condividi | поделиться | شارك(\ على\ \w+)? | مشاركة | paylaş |
+        leave\ a\ (reply|comment) | laisser\ un\ commentaire | laissez\ un\ commentaire |
+        reply | répondre | antworten | ответить | رد |
+        no\ data | no\ videos?\ available | loading\.* | chargement\.* |
+        (lire|à\ lire|voir)\ aussi | read\ (more|also) | related(\ articles|\ stories|\ posts)? |
+        sur\ le\ même\ sujet | même\ (sujet|catégorie|auteur) | читайте\ также | اقرأ\ أيضا | اقرأ\ أيضاً |
+        \d+\s*(minutes?|min)\.?\ (de\ lecture|read|read\ time) | temps\ de\ lecture.* |
+        source | sources | tags? | mots-clés | étiquettes | advertisement | publicité | реклама | إعلان |
+        abonnez-vous.* | subscribe.* | s'abonner.* | подпишитесь.* | اشترك.* |
+        nos\ chaînes\ d'information | follow\ us.* | suivez-nous.* |
+        social\ media\ auto\ publish.* | powered\ by.* | créé\ par.* | designed\ by.* | réalisé\ par.*
+    )\W*$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+# Lines that are junk whatever their length: legal footers, cookie notices, social-icon runs.
+_ANY_JUNK = re.compile(
+    r"""(
+        © | \(c\)\s*\d{4} | all\ rights\ reserved | tous\ droits\ réservés | alle\ rechte\ vorbehalten |
+        todos\ los\ derechos\ reservados | все\ права\ защищены | جميع\ الحقوق\ محفوظة |
+        la\ reproduction\ de\ tout\ matériel | reproduction\ (interdite|prohibited) |
+        nécessite\ une\ autorisation\ écrite | without\ (prior\ )?written\ permission |
+        (we|this\ site|ce\ site|nous)\ (use|utilis\w*)\ (des\ )?cookies | accept(er)?\ (all\ )?(les\ )?cookies |
+        pour\ laisser\ des\ commentaires | to\ leave\ a\ comment | must\ be\ logged\ in |
+        ^\W*(abonnez-vous|inscrivez-vous|subscribe\ to|sign\ up\ for|подпишитесь|اشترك)\b |
+        le\ commentaire\ a\ été\ supprimé | comment\ (has\ been|was)\ deleted
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+_SOCIAL = ("facebook|fb|twitter|x|telegram|youtube|instagram|tiktok|dzen|spotify|vk|vkontakte|whatsapp|"
+           "linkedin|pinterest|reddit|rss|threads|mastodon|viber|ok|email|e-mail|google\\+?|flipboard")
+_SOCIAL_RUN = re.compile(rf"^(?:\W*(?:{_SOCIAL}))+\W*$", re.IGNORECASE)
+_PHONE = re.compile(r"^\W*(tel|tél|phone|fax|тел)?\.?\s*:?\s*\+?\d[\d\s().\-/]{6,}\d\W*$", re.IGNORECASE)
+_VOTE = re.compile(r"^\s*(\d+\.\s*)?[+\-−]?\d+\s*$")
+_TIMESTAMP = re.compile(r"^\s*\d{1,2}\s+\w+\s+\d{4}\s*(,|à|at|в)?\s*\d{1,2}\s*[:h]\s*\d{2}\s*$", re.IGNORECASE)
+_COMMENT_HEADER = re.compile(
+    r"""^\W*(
+        \d+\s+(commentaires?|comments?|kommentare?|comentarios?|комментари\w*|تعليقات?|تعليق|yorum\w*|reacties) |
+        (commentaires?|comments?|kommentare?|comentarios?|комментари\w*|تعليقات?|yorum\w*)(\s*\(\d+\))? |
+        leave\ a\ (reply|comment) | laisser\ un\ commentaire | ajouter\ un\ commentaire | add\ a\ comment |
+        cher\ lecteur,?\ pour\ laisser\ des\ commentaires.* | dear\ reader.*comment.*
+    )\W*$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def words(line: str) -> int:
+    return len(_WORD.findall(line))
+
+
+def is_sentence_like(line: str) -> bool:
+    """A line of running text: long enough, or ended as a sentence is."""
+    n = words(line)
+    return n >= 20 or (n >= 7 and bool(_SENTENCE_END.search(line.strip())))
+
+
+def is_junk_line(line: str) -> bool:
+    """Boilerplate whatever the site: share prompts, legal footers, cookie notices, social icons."""
+    stripped = line.strip()
+    if not stripped:
+        return True
+    if words(stripped) <= 8 and (_SHORT_JUNK.match(stripped) or _SOCIAL_RUN.match(stripped)
+                                 or _PHONE.match(stripped) or _VOTE.match(stripped)
+                                 or _TIMESTAMP.match(stripped)):
+        return True
+    return bool(words(stripped) <= 40 and _ANY_JUNK.search(stripped))
+
+
+def _cut_comments(lines: list[str]) -> list[str]:
+    """Everything from the comment section's header on is comments, once article text was seen."""
+    seen_text = False
+    for i, line in enumerate(lines):
+        if is_sentence_like(line) and not is_junk_line(line):
+            seen_text = True
+        elif seen_text and _COMMENT_HEADER.match(line.strip()):
+            return lines[:i]
+    return lines
+
+
+def _is_menu_candidate(line: str) -> bool:
+    return not is_sentence_like(line) and words(line) <= 6
+
+
+def clean_text_dump(text: str) -> tuple[str, str]:
+    """(title, article text) of a page-text dump; paragraphs joined by "\\n"."""
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    lines = [line for line in lines if line.strip()]
+    lines = _cut_comments(lines)
+
+    lines = [line for line in lines if not is_junk_line(line)]
+    body_idx = [i for i, line in enumerate(lines) if is_sentence_like(line)]
+    if not body_idx:
+        kept = [line.strip() for line in lines if words(line) >= 4]
+        return (kept[0] if kept else ""), "\n".join(kept[1:])
+    first, last = body_idx[0], body_idx[-1]
+    # Before the text, a short line printed twice is a masthead or a photo caption.
+    head_counts = Counter(line.strip() for line in lines[:first])
+    head = [line for line in lines[:first] if head_counts[line.strip()] == 1 or words(line) >= 6]
+    # In the text, a line printed twice in a row (the headline again) is kept once.
+    body = [line for i, line in enumerate(lines[first:last + 1])
+            if i == 0 or line.strip() != lines[first + i - 1].strip()]
+
+    # The headline is the longest line before the body that reads as one; the first body line
+    # counts too when it is not ended by a full stop (headlines end with "?" or nothing).
+    candidates = [line.strip() for line in head if words(line) >= 4]
+    opening = body[0].strip()
+    if len(body) > 1 and words(opening) < 40 and not opening.endswith((".", "…", ":", ";")):
+        candidates.append(opening)
+    title = max(candidates, key=len) if candidates else ""
+    if title == opening:
+        body = body[1:]
+        # What stood between the headline and the text (dates, bylines) is not text.
+        while body and not is_sentence_like(body[0]):
+            body = body[1:]
+
+    # Inside the body, drop runs of three or more short non-sentence lines (menus, tag lists).
+    kept: list[str] = []
+    i = 0
+    while i < len(body):
+        if _is_menu_candidate(body[i]):
+            j = i
+            while j < len(body) and _is_menu_candidate(body[j]):
+                j += 1
+            if j - i < 3:
+                kept.extend(body[i:j])
+            i = j
+        else:
+            kept.append(body[i])
+            i += 1
+    paragraphs = [line.strip() for line in kept if line.strip() and line.strip() != title]
+    return title, "\n".join(paragraphs)

@@ -1,0 +1,1 @@
+"""entities: language-labelled articles → tagged articles (people, places, organisations, linked)."""

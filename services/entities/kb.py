@@ -1,0 +1,194 @@
+"""The entity table: canonical ids, types and names per language, and the name variants
+the matcher looks for (Russian case endings, Arabic prefixes and spellings).
+
+Tables are YAML files (``entities: [{id, type, name, names: {lang: [..]}, acronyms: [..]}]``):
+the built-in starter table, an optional extra table, and the user's watchlist. Later files
+add names to an id already defined, or define new entities.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from services.entities.normalise import fold_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Entity:
+    id: str
+    type: str
+    name: str
+    names: dict[str, list[str]] = field(default_factory=dict)
+    acronyms: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Alias:
+    """One string to look for, folded, and how a hit on it must look in the original text."""
+
+    folded: str
+    entity: int  # index into the table's entity list
+    written: str  # the name as written in the table
+    exact: bool  # acronym: the original text must equal ``written`` exactly
+    capital: bool  # the original text must start with a capital letter
+    prefix: int = 0  # folded characters of a joined clitic (Arabic و ب ل ...) not part of the name
+
+
+class TableError(ValueError):
+    pass
+
+
+def _parse(doc: Any, origin: str) -> list[Entity]:
+    if not isinstance(doc, dict) or not isinstance(doc.get("entities"), list):
+        raise TableError(f"{origin}: expected a mapping with an 'entities' list")
+    out = []
+    for n, raw in enumerate(doc["entities"]):
+        if not isinstance(raw, dict) or not raw.get("id"):
+            raise TableError(f"{origin}: entity #{n} has no id")
+        names = raw.get("names") or {}
+        if not isinstance(names, dict):
+            raise TableError(f"{origin}: entity {raw['id']}: 'names' must map language → list")
+        out.append(Entity(
+            id=str(raw["id"]), type=str(raw.get("type", "other")), name=str(raw.get("name", raw["id"])),
+            names={str(lang): [str(x) for x in (v if isinstance(v, list) else [v])] for lang, v in names.items()},
+            acronyms=[str(x) for x in raw.get("acronyms") or []],
+        ))
+    return out
+
+
+def load_table(extra_paths: list[str] | None = None) -> list[Entity]:
+    """The built-in table plus extra tables (later files add names to existing ids)."""
+    builtin = resources.files("services.entities").joinpath("data/entities.yaml").read_text("utf-8")
+    entities = _parse(yaml.safe_load(builtin), "built-in table")
+    by_id = {e.id: e for e in entities}
+    for path in extra_paths or []:
+        if not path:
+            continue
+        for entity in _parse(yaml.safe_load(Path(path).read_text("utf-8")), path):
+            known = by_id.get(entity.id)
+            if known is None:
+                by_id[entity.id] = entity
+                entities.append(entity)
+                continue
+            for lang, names in entity.names.items():
+                known.names.setdefault(lang, []).extend(n for n in names if n not in known.names.get(lang, []))
+            known.acronyms.extend(a for a in entity.acronyms if a not in known.acronyms)
+    return entities
+
+
+# --- Russian: nouns and names change their ending with grammatical case -------------------
+_CASES = 6  # nominative, genitive, dative, accusative, instrumental, prepositional
+_RU_ENDINGS: list[tuple[str, list[list[str]]]] = [
+    ("ый", [["ый"], ["ого"], ["ому"], ["ый", "ого"], ["ым"], ["ом"]]),
+    ("ий", [["ий"], ["ого", "его"], ["ому", "ему"], ["ий", "ого"], ["им"], ["ом", "ем"]]),
+    ("ая", [["ая"], ["ой"], ["ой"], ["ую"], ["ой"], ["ой"]]),
+    ("я", [["я"], ["и"], ["и", "е"], ["ю"], ["ей"], ["и", "е"]]),
+    ("а", [["а"], ["ы", "и"], ["е", "и"], ["у"], ["ой", "ей"], ["е", "и"]]),
+    ("й", [["й"], ["я"], ["ю"], ["я"], ["ем"], ["е"]]),
+    ("ь", [["ь"], ["и", "я"], ["и", "ю"], ["ь", "я"], ["ью", "ем"], ["и", "е"]]),
+]
+_RU_INDECLINABLE = tuple("оуиеюэ") + tuple("ОУИЕЮЭ")
+
+
+def _ru_token_forms(token: str, case: int) -> list[str]:
+    if len(token) < 3 or token.isupper() or token.endswith(_RU_INDECLINABLE):
+        return [token]
+    for ending, table in _RU_ENDINGS:
+        if token.endswith(ending):
+            stem = token[: -len(ending)]
+            return [stem + e for e in table[case]]
+    if token[-1].isalpha():  # hard consonant
+        return [[token], [token + "а"], [token + "у"], [token + "а", token], [token + "ом", token + "ым"],
+                [token + "е"]][case]
+    return [token]
+
+
+def russian_forms(name: str) -> set[str]:
+    """The name in the six cases; each word takes the same case (Владимира Путина)."""
+    tokens = name.split()
+    forms = {name}
+    for case in range(_CASES):
+        per_token = [_ru_token_forms(t, case) for t in tokens]
+        forms.update(" ".join(combo) for combo in itertools.product(*per_token))
+    return forms
+
+
+# --- Arabic: clitic prefixes are written joined to the word; "g" is written ج or غ ------------
+_AR_PREFIXES = ("و", "ب", "ل", "ك", "ف", "وب", "ول", "وك", "فب", "فل", "فك")
+
+
+def _is_arabic(text: str) -> bool:
+    return any("\u0600" <= ch <= "\u06ff" for ch in text)
+
+
+def arabic_forms(folded: str) -> dict[str, int]:
+    """Spelling variants (ج/غ) and the forms with a prefix, each with the prefix's length.
+
+    On a name that starts with ال, a prefix ending in ل absorbs the alif: ل + الكرملين = للكرملين.
+    """
+    spellings = {folded, folded.replace("غ", "ج"), folded.replace("ج", "غ")}
+    forms = dict.fromkeys(spellings, 0)
+    for base in spellings:
+        for prefix in _AR_PREFIXES:
+            if base.startswith("ال") and prefix.endswith("ل"):
+                forms.setdefault(prefix[:-1] + "ل" + base[1:], len(prefix) - 1)
+            else:
+                forms.setdefault(prefix + base, len(prefix))
+    return forms
+
+
+def aliases(entities: list[Entity]) -> list[Alias]:
+    out: list[Alias] = []
+    for idx, entity in enumerate(entities):
+        for lang, names in entity.names.items():
+            for written in names:
+                capital = written[:1].isupper()
+                variants = russian_forms(written) if lang == "ru" else {written}
+                for variant in variants:
+                    folded = fold_name(variant)
+                    if not folded:
+                        continue
+                    forms = arabic_forms(folded) if _is_arabic(folded) else {folded: 0}
+                    out.extend(Alias(f, idx, written, False, capital, p) for f, p in forms.items())
+        for acronym in entity.acronyms:
+            out.append(Alias(fold_name(acronym), idx, acronym, True, False))
+    return out
+
+
+class TableSource:
+    """The table with its files' modification times, so a changed watchlist is picked up live."""
+
+    def __init__(self, extra_paths: list[str]) -> None:
+        self.paths = [p for p in extra_paths if p]
+        self._stamp = self._mtimes()
+        self.entities = load_table(self.paths)
+
+    def _mtimes(self) -> tuple[float, ...]:
+        return tuple(os.stat(p).st_mtime if os.path.exists(p) else -1.0 for p in self.paths)
+
+    def changed(self) -> bool:
+        return self._mtimes() != self._stamp
+
+    def reload(self) -> bool:
+        """Reload if a file changed; keep the old table (and log) if the new one is invalid."""
+        stamp = self._mtimes()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            self.entities = load_table(self.paths)
+        except (OSError, yaml.YAMLError, TableError) as exc:
+            log.error("entity table reload failed; keeping the previous table", extra={"error": str(exc)})
+            return False
+        log.info("entity table reloaded", extra={"entities": len(self.entities)})
+        return True

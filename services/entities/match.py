@@ -1,0 +1,67 @@
+"""Find the table's entities in text: Aho-Corasick over folded text, whole words only,
+leftmost-longest and non-overlapping, with offsets back into the original text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ahocorasick
+
+from services.entities.kb import Alias, Entity, aliases
+from services.entities.normalise import fold, is_word_char
+
+
+@dataclass(frozen=True)
+class Hit:
+    entity: Entity
+    start: int  # offsets into the original text
+    end: int
+    text: str
+
+
+class Matcher:
+    def __init__(self, entities: list[Entity]) -> None:
+        self.entities = entities
+        self._automaton = ahocorasick.Automaton()
+        grouped: dict[str, list[Alias]] = {}
+        for alias in aliases(entities):
+            grouped.setdefault(alias.folded, []).append(alias)
+        for folded, group in grouped.items():
+            self._automaton.add_word(folded, (len(folded), tuple(group)))
+        self._automaton.make_automaton()
+
+    @staticmethod
+    def _accept(alias: Alias, original: str) -> bool:
+        if alias.exact:
+            return original == alias.written
+        return not alias.capital or original[:1].isupper() or not original[:1].isalpha()
+
+    def find(self, text: str) -> list[Hit]:
+        if not text:
+            return []
+        folded, index = fold(text)
+        candidates: list[tuple[int, int, Alias]] = []
+        for end_idx, (length, group) in self._automaton.iter(folded):
+            start = end_idx - length + 1
+            if start > 0 and is_word_char(folded[start - 1]):
+                continue
+            if end_idx + 1 < len(folded) and is_word_char(folded[end_idx + 1]):
+                continue
+            o_start, o_end = index[start], index[end_idx] + 1
+            original = text[o_start:o_end]
+            for alias in group:
+                if self._accept(alias, original):
+                    candidates.append((start, end_idx + 1, alias))
+                    break
+        # Leftmost-longest, non-overlapping: "Conseil de sécurité de l'ONU" beats "ONU".
+        candidates.sort(key=lambda c: (c[0], -(c[1] - c[0])))
+        hits: list[Hit] = []
+        taken_until = -1
+        for start, end, alias in candidates:
+            if start < taken_until:
+                continue
+            # The mention is the name without a joined clitic: وبوتين → بوتين.
+            o_start, o_end = index[start + alias.prefix], index[end - 1] + 1
+            hits.append(Hit(self.entities[alias.entity], o_start, o_end, text[o_start:o_end]))
+            taken_until = end
+        return hits

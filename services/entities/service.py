@@ -1,0 +1,67 @@
+"""entities' wiring: articles-labelled → articles-tagged. The logic is in kb.py and match.py."""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+from shared import events
+from shared.app import Emit
+from shared.settings import Settings
+from shared.topics import LABELLED, TAGGED, TopicSpec
+
+from services.entities.kb import TableSource
+from services.entities.match import Matcher
+
+RELOAD_CHECK_SECONDS = 2.0
+
+
+def tag(matcher: Matcher, title: str, text: str) -> list[events.EntityHit]:
+    """Entities of an article, in order of first mention (title first), each with its mentions."""
+    found: dict[str, events.EntityHit] = {}
+    for field, content in (("title", title), ("text", text)):
+        for hit in matcher.find(content):
+            entry = found.get(hit.entity.id)
+            if entry is None:
+                entry = found[hit.entity.id] = events.EntityHit(
+                    id=hit.entity.id, name=hit.entity.name, type=hit.entity.type)
+            entry.mentions.append(events.Mention(start=hit.start, end=hit.end, text=hit.text, field=field))
+    return list(found.values())
+
+
+class EntitiesStage:
+    name: ClassVar[str] = "entities"
+    input: ClassVar[TopicSpec] = LABELLED
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.table = TableSource([settings.entity_table, settings.watchlist])
+        self.matcher = Matcher(self.table.entities)
+        self._checked = time.monotonic()
+
+    async def start(self) -> None:
+        return None
+
+    def _maybe_reload(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < RELOAD_CHECK_SECONDS:
+            return
+        self._checked = now
+        if self.table.reload():
+            self.matcher = Matcher(self.table.entities)
+
+    async def process(self, labelled: events.LabelledArticle) -> list[Emit]:
+        self._maybe_reload()
+        article = labelled.article
+        tagged = events.TaggedArticle(id=labelled.id, article=article, language=labelled.language,
+                                      entities=tag(self.matcher, article.title, article.text))
+        return [Emit(TAGGED, article.id, tagged)]
+
+
+def main() -> None:
+    from shared.app import run_stage
+    from shared.logs import setup_logging
+
+    settings = Settings.from_env()
+    setup_logging("entities", settings.log_level, settings.log_format)
+    run_stage(EntitiesStage(settings), settings)

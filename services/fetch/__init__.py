@@ -1,0 +1,1 @@
+"""fetch: polls feeds, sitemaps and pages → raw pages."""

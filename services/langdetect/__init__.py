@@ -1,0 +1,1 @@
+"""langdetect: articles → language-labelled articles (document, title and paragraph languages)."""

@@ -1,0 +1,1 @@
+"""newswatch's core, imported by every service: events, topics, settings, app factory, metrics, Redis."""

@@ -1,0 +1,283 @@
+"""`newswatch`: run the pipeline, run one service, or try a stage on files without Kafka.
+
+The stage commands call the very functions the services call (clean.service.build_article,
+langdetect.service.label, entities.service.tag, alert.rules.match_article).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+
+app = typer.Typer(help="newswatch: streaming multilingual news monitoring.", no_args_is_help=True,
+                  add_completion=False)
+rules_app = typer.Typer(help="Alert rules.", no_args_is_help=True)
+alerts_app = typer.Typer(help="The alert topic.", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(topics_app, name="topics")
+
+JsonlOpt = Annotated[bool, typer.Option("--jsonl", help='Read {"id", "html"|"text", "url"?, "lang"?} lines '
+                                                        "on stdin; write one JSON line each, same id, in order.")]
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _records(jsonl: bool, paths: list[Path]) -> Iterator[dict[str, Any]]:
+    """Input records: JSON lines on stdin, or one record per file (.html/.htm as HTML, else text)."""
+    if jsonl:
+        for n, line in enumerate(sys.stdin, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield {"id": None, "_error": f"line {n}: not JSON: {exc}"}
+                continue
+            if not isinstance(record, dict) or not ("html" in record or "text" in record):
+                yield {"id": record.get("id") if isinstance(record, dict) else None,
+                       "_error": f'line {n}: expected an object with "html" or "text"'}
+                continue
+            yield record
+        return
+    if not paths:
+        raise typer.BadParameter("give files, or --jsonl with JSON lines on stdin")
+    for path in paths:
+        data = path.read_bytes()
+        key = "html" if path.suffix.lower() in {".html", ".htm"} or data.lstrip()[:1] == b"<" else "text"
+        yield {"id": str(path), key: data, "url": ""}
+
+
+def _article(record: dict[str, Any]) -> Any:
+    from services.clean.service import build_article
+    from shared import events
+
+    if "html" in record:
+        body = record["html"] if isinstance(record["html"], bytes) else str(record["html"]).encode("utf-8")
+        kind = "text/html"
+    else:
+        body = record["text"] if isinstance(record["text"], bytes) else str(record["text"]).encode("utf-8")
+        kind = "text/plain; charset=utf-8"
+    page = events.RawPage(id=str(record.get("id")), url=record.get("url") or "", final_url=record.get("url") or "",
+                          source="cli", fetched_at=time.time(), http_status=200, content_type=kind, body=body,
+                          lang_hint=record.get("lang") or "")
+    return build_article(page)
+
+
+def _each(jsonl: bool, paths: list[Path], fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    failed = 0
+    for record in _records(jsonl, paths):
+        if "_error" in record:
+            _emit({"id": record["id"], "error": record["_error"]})
+            failed += 1
+            continue
+        try:
+            _emit({"id": record.get("id"), **fn(record)})
+        except Exception as exc:  # report per record and go on: one bad page must not stop a batch
+            _emit({"id": record.get("id"), "error": f"{type(exc).__name__}: {exc}"})
+            failed += 1
+    if failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def extract(paths: Annotated[list[Path] | None, typer.Argument(help="HTML pages or text dumps")] = None,
+            jsonl: JsonlOpt = False) -> None:
+    """Article text and metadata of pages (JSON out)."""
+    def one(record: dict[str, Any]) -> dict[str, Any]:
+        article = _article(record)
+        return {k: v for k, v in msgspec.to_builtins(article).items() if k not in {"schema", "id"}}
+    _each(jsonl, paths or [], one)
+
+
+@app.command()
+def langdetect(paths: Annotated[list[Path] | None, typer.Argument(help="HTML pages or text dumps")] = None,
+               jsonl: JsonlOpt = False,
+               raw: Annotated[bool, typer.Option(help="Label the text as given (no extraction)")] = False) -> None:
+    """Language of pages: lang (ISO 639-1 or und), confidence, script, segments."""
+    from services.langdetect.detect import detect_document
+
+    def one(record: dict[str, Any]) -> dict[str, Any]:
+        if raw and "text" in record:
+            text = record["text"].decode("utf-8") if isinstance(record["text"], bytes) else str(record["text"])
+            title = ""
+        else:
+            article = _article(record)
+            text, title = article.text, article.title
+        found = detect_document(text, title)
+        return {"lang": found.lang, "confidence": found.confidence, "script": found.script,
+                "title_lang": found.title_lang,
+                "segments": [{"start": s.start, "end": s.end, "lang": s.lang, "confidence": s.confidence}
+                             for s in found.segments]}
+    _each(jsonl, paths or [], one)
+
+
+@app.command()
+def entities(paths: Annotated[list[Path] | None, typer.Argument(help="HTML pages or text dumps")] = None,
+             jsonl: JsonlOpt = False) -> None:
+    """People, places and organisations of pages, linked to canonical ids."""
+    from services.entities.kb import load_table
+    from services.entities.match import Matcher
+    from services.entities.service import tag
+
+    matcher = Matcher(load_table())
+
+    def one(record: dict[str, Any]) -> dict[str, Any]:
+        article = _article(record)
+        return {"title": article.title,
+                "entities": [msgspec.to_builtins(e) for e in tag(matcher, article.title, article.text)]}
+    _each(jsonl, paths or [], one)
+
+
+@rules_app.command("test")
+def rules_test(rules: Annotated[Path, typer.Argument(help="rules YAML")],
+               articles: Annotated[list[Path], typer.Argument(help="HTML pages or text dumps")]) -> None:
+    """Which rules an article matches, through the same extract → langdetect → entities steps."""
+    from services.alert.rules import RuleError, load_rules, match_article
+    from services.entities.kb import load_table
+    from services.entities.match import Matcher
+    from services.entities.service import tag
+    from services.langdetect.service import label
+    from shared import events
+
+    try:
+        loaded = load_rules(str(rules))
+    except RuleError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    matcher = Matcher(load_table())
+
+    def one(record: dict[str, Any]) -> dict[str, Any]:
+        labelled = label(_article(record))
+        art = labelled.article
+        tagged = events.TaggedArticle(id=labelled.id, article=art, language=labelled.language,
+                                      entities=tag(matcher, art.title, art.text))
+        matches = match_article(loaded, tagged)
+        return {"title": art.title, "lang": tagged.language.lang,
+                "entities": sorted(e.id for e in tagged.entities),
+                "matches": [{"rule": m.rule.id, "terms": m.terms, "entities": m.entities} for m in matches]}
+    _each(False, articles, one)
+
+
+@app.command()
+def service(name: Annotated[str, typer.Argument(help="fetch, clean, langdetect, entities or alert")]) -> None:
+    """Run one service (what each container runs). Configured by NEWSWATCH_* variables."""
+    import importlib
+
+    from shared.local import SERVICES
+
+    if name not in SERVICES:
+        raise typer.BadParameter(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
+    importlib.import_module(f"services.{name}.service").main()
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create the pipeline's topics (idempotent): the admin step run before the services."""
+    from shared.logs import setup_logging
+    from shared.settings import Settings
+    from shared.topics import create_topics
+
+    settings = Settings.from_env()
+    setup_logging("topics", settings.log_level, settings.log_format)
+    created = create_topics(settings, timeout_s=120)
+    typer.echo(json.dumps({"created": created}))
+
+
+@alerts_app.command("tail")
+def alerts_tail(as_json: Annotated[bool, typer.Option("--json", help="One JSON alert a line")] = False) -> None:
+    """Print alerts as they arrive (from the start of the topic)."""
+    import asyncio
+    import signal
+
+    from rich.console import Console
+
+    from shared import events
+    from shared.runner import format_alert, tail_alerts
+    from shared.settings import Settings
+
+    console = Console()
+
+    def show(alert: events.Alert) -> None:
+        if as_json:
+            sys.stdout.write(events.encode(alert).decode() + "\n")
+            sys.stdout.flush()
+        else:
+            console.print(format_alert(alert))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await tail_alerts(Settings.from_env(), show, stop)
+
+    asyncio.run(main())
+
+
+@app.command()
+def run(
+    sources: Annotated[str | None, typer.Option(help="Sources YAML (default: the demo news sites)")] = None,
+    rules: Annotated[str, typer.Option(help="Rules YAML")] = "config/rules.yaml",
+    run_dir: Annotated[Path, typer.Option(help="Logs and Redis files")] = Path(".run"),
+    broker_port: Annotated[int, typer.Option(help="0 = a free port")] = 19092,
+    redis_port: Annotated[int, typer.Option(help="0 = a free port")] = 16379,
+    sites_port: Annotated[int, typer.Option(help="Demo sites port; 0 = a free port")] = 8808,
+    metrics_base_port: Annotated[int, typer.Option(help="Metrics ports start here (0 = 9301…9305)")] = 0,
+    pace: Annotated[float, typer.Option(help="Demo publication pace: 0.5 = twice as fast")] = 1.0,
+    poll_seconds: Annotated[float, typer.Option(help="Seconds between polls of a feed")] = 3.0,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
+    until_alerts: Annotated[int | None, typer.Option(help="Stop after this many alerts")] = None,
+) -> None:
+    """Run the whole pipeline here: broker, Redis, demo sites, five services; print alerts live."""
+    from shared.local import free_port
+    from shared.runner import RunOptions, run_pipeline
+
+    code = run_pipeline(RunOptions(
+        run_dir=run_dir, broker_port=broker_port or free_port(), redis_port=redis_port or free_port(),
+        sites_port=sites_port or free_port(), sources=sources, rules=rules, pace=pace,
+        poll_seconds=poll_seconds, duration=duration, until_alerts=until_alerts,
+        metrics_base_port=metrics_base_port,
+    ))
+    raise typer.Exit(code=code)
+
+
+@app.command()
+def demo_sites(port: Annotated[int, typer.Option()] = 8808, host: Annotated[str, typer.Option()] = "127.0.0.1",
+               pace: Annotated[float, typer.Option()] = 1.0) -> None:
+    """Serve the demo news sites (what `run` starts by itself)."""
+    from services.demo_sites.server import make_server, sources_yaml
+
+    server, _ = make_server(host, port, pace)
+    typer.echo(f"demo sites on http://{host}:{port}; sources file:\n" + sources_yaml(f"http://{host}:{port}", 60))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
+@app.command()
+def settings() -> None:
+    """Every NEWSWATCH_* variable, its current value and what it does."""
+    from shared.settings import ENV_VARS, env
+
+    for var in ENV_VARS:
+        typer.echo(f"{var.name}={env(var.name)}    # {var.doc}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

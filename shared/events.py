@@ -1,0 +1,166 @@
+"""Event schemas: the contract between services. One typed, versioned schema per topic.
+
+Every event is a msgspec Struct serialised as JSON. The ``schema`` field carries the schema
+name and version (``raw_page/1``); a consumer refuses any other tag with a clear error, so a
+breaking change is a new version number, and old and new can coexist on a topic during a
+rollout. Bytes fields (the raw page) travel base64-encoded.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TypeVar
+
+import msgspec
+
+
+class Event(msgspec.Struct, kw_only=True, tag_field="schema", forbid_unknown_fields=False):
+    """Base of every event. ``id`` is the article id: the Kafka key of every topic but alerts."""
+
+
+class RawPage(Event, tag="raw_page/1"):
+    """fetch → clean: one fetched page, with its raw bytes kept so that it can be replayed."""
+
+    id: str  # article id: hash of the normalised URL
+    url: str  # URL as listed in the feed
+    final_url: str  # URL after redirects
+    source: str  # source id from the sources file
+    fetched_at: float  # epoch seconds
+    http_status: int
+    content_type: str  # e.g. "text/html; charset=windows-1256" or "text/plain"
+    body: bytes  # raw response body, undecoded
+    feed_url: str = ""
+    feed_title: str = ""  # the item's title in the feed
+    feed_published: str = ""  # ISO 8601, as the feed gave it
+    lang_hint: str = ""  # language the source or feed declares
+
+
+class Article(Event, tag="article/1"):
+    """clean → langdetect: the article without the page around it."""
+
+    id: str
+    url: str
+    source: str
+    fetched_at: float
+    title: str
+    text: str  # paragraphs separated by "\n"
+    canonical_url: str = ""
+    published: str = ""  # ISO 8601
+    authors: list[str] = msgspec.field(default_factory=list)
+    site_name: str = ""
+    description: str = ""
+    image: str = ""
+    encoding: str = ""
+    lang_hint: str = ""
+    content_hash: str = ""  # hash of the normalised text: exact copies share it
+    story_id: str = ""  # the id of the first article of the story; copies share it
+    duplicate_of: str = ""  # the article this one copies, if any
+    similarity: float = 0.0  # estimated Jaccard similarity to duplicate_of
+
+
+class LanguageSegment(msgspec.Struct, kw_only=True):
+    start: int  # character offsets into Article.text
+    end: int
+    lang: str
+    confidence: float
+
+
+class Language(msgspec.Struct, kw_only=True):
+    lang: str  # ISO 639-1, or "und"
+    confidence: float
+    script: str  # ISO 15924 name, e.g. "Latn", "Arab", "Cyrl"
+    title_lang: str = "und"
+    segments: list[LanguageSegment] = msgspec.field(default_factory=list)
+
+
+class LabelledArticle(Event, tag="labelled_article/1"):
+    """langdetect → entities: the article and its language."""
+
+    id: str
+    article: Article
+    language: Language
+
+
+class Mention(msgspec.Struct, kw_only=True, array_like=False):
+    start: int  # offsets into the field named by ``field`` (title or text)
+    end: int
+    text: str
+    field: str = "text"
+
+
+class EntityHit(msgspec.Struct, kw_only=True):
+    id: str  # canonical id (Wikidata QID where one exists)
+    name: str  # canonical (English) name
+    type: str  # person, place, organisation, ...
+    mentions: list[Mention] = msgspec.field(default_factory=list)
+
+
+class TaggedArticle(Event, tag="tagged_article/1"):
+    """entities → alert: the article, its language and its entities."""
+
+    id: str
+    article: Article
+    language: Language
+    entities: list[EntityHit] = msgspec.field(default_factory=list)
+
+
+class Alert(Event, tag="alert/1"):
+    """alert → users: one rule matched one story. Key: the rule id (one rule's alerts stay in order)."""
+
+    id: str  # alert id: rule id + story id
+    rule_id: str
+    rule_name: str
+    story_id: str
+    article_id: str
+    url: str
+    title: str
+    source: str
+    lang: str
+    published: str
+    created_at: float
+    matched_terms: list[str] = msgspec.field(default_factory=list)
+    matched_entities: list[str] = msgspec.field(default_factory=list)
+    snippet: str = ""
+
+
+class DeadLetter(Event, tag="dead_letter/1"):
+    """Any stage → operators: an input the stage could not process, with the reason."""
+
+    id: str  # key of the failed message, or "" when it had none
+    stage: str
+    topic: str
+    partition: int
+    offset: int
+    error: str  # exception class
+    reason: str  # human-readable
+    payload: bytes  # the input exactly as received
+    failed_at: float = msgspec.field(default_factory=time.time)
+
+
+E = TypeVar("E", bound=Event)
+
+_encoder = msgspec.json.Encoder()
+_decoders: dict[type, msgspec.json.Decoder] = {}
+
+
+class SchemaError(ValueError):
+    """An input that is not a valid event of the expected schema and version."""
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(kind: type[E], payload: bytes | None) -> E:
+    if payload is None:
+        raise SchemaError(f"empty message where {kind.__name__} was expected")
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    try:
+        return decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        tag = kind.__struct_config__.tag
+        raise SchemaError(f"not a valid {tag} event: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise SchemaError(f"not JSON: {exc}") from exc

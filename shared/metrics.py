@@ -1,0 +1,44 @@
+"""Metric definitions shared by every stage, and the /metrics server.
+
+Each service is its own process with its own port; the ``stage`` label names it, so one
+Grafana panel can show the whole pipeline.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+MESSAGES_IN = Counter("newswatch_messages_in_total", "Messages consumed by a stage", ["stage"])
+MESSAGES_OUT = Counter("newswatch_messages_out_total", "Messages produced by a stage", ["stage", "topic"])
+MESSAGES_FAILED = Counter("newswatch_messages_failed_total", "Inputs a stage failed to process",
+                          ["stage", "error"])
+DEAD_LETTERED = Counter("newswatch_dead_lettered_total", "Inputs sent to the dead-letter topic", ["stage"])
+PROCESSING_SECONDS = Histogram(
+    "newswatch_processing_seconds", "Time to process one input", ["stage"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ARTICLE_AGE_SECONDS = Histogram(
+    "newswatch_article_age_seconds", "Seconds since the article was fetched, when it leaves the stage",
+    ["stage"], buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),
+)
+RETRIES = Counter("newswatch_retries_total", "Transient failures retried (Redis, broker)", ["stage"])
+UP = Gauge("newswatch_up", "1 while the stage runs", ["stage"])
+
+# Stage-specific metrics live here too, so that every metric name has one home.
+FEED_POLLS = Counter("newswatch_fetch_polls_total", "Feed polls", ["source", "outcome"])
+FETCHED_BYTES = Counter("newswatch_fetch_bytes_total", "Bytes downloaded", ["source"])
+DUPLICATES = Counter("newswatch_clean_duplicates_total", "Articles found to copy an earlier one", ["kind"])
+ALERTS_FIRED = Counter("newswatch_alerts_total", "Alerts published", ["rule"])
+ALERTS_SUPPRESSED = Counter("newswatch_alerts_suppressed_total",
+                            "Rule matches not alerted because the story already fired", ["rule"])
+WEBHOOK_DELIVERIES = Counter("newswatch_webhook_deliveries_total", "Webhook POSTs", ["outcome"])
+
+DEFAULT_PORTS = {"fetch": 9301, "clean": 9302, "langdetect": 9303, "entities": 9304, "alert": 9305}
+
+
+def serve_metrics(stage: str, port: int, host: str = "0.0.0.0") -> int:
+    """Start the /metrics HTTP server in a thread; return the port it listens on."""
+    port = port or DEFAULT_PORTS.get(stage, 9300)
+    start_http_server(port, addr=host)
+    UP.labels(stage).set(1)
+    return port

@@ -1,0 +1,26 @@
+"""Redis connection and the idempotency helpers every stage uses.
+
+All keys start with ``nw:`` and name their stage, so that an operator can tell them apart:
+``nw:fetch:url:<hash>``, ``nw:clean:...``, ``nw:alert:fired:<rule>:<story>``.
+"""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio as aioredis
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
+
+
+def connect(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30,
+                                   socket_timeout=10, socket_connect_timeout=5)
+
+
+def connect_sync(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=False, socket_timeout=10, socket_connect_timeout=5)
+
+
+async def claim_once(client: aioredis.Redis, key: str, ttl_seconds: int, value: str = "1") -> bool:
+    """True for the first caller only (SET NX): the key that makes an action happen once."""
+    return bool(await client.set(key, value, nx=True, ex=ttl_seconds))

@@ -1,0 +1,112 @@
+"""Environment variables → typed settings, with documented defaults (12-factor).
+
+Every variable the project reads is declared once in ``ENV_VARS``; the README table, the
+docker-compose test and ``newswatch settings`` all read from this one list.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    default: str
+    doc: str
+
+
+ENV_VARS: tuple[EnvVar, ...] = (
+    EnvVar("NEWSWATCH_KAFKA_BOOTSTRAP", "127.0.0.1:19092", "Kafka bootstrap servers, comma-separated"),
+    EnvVar("NEWSWATCH_REDIS_URL", "redis://127.0.0.1:16379/0", "Redis URL for dedup keys and state"),
+    EnvVar("NEWSWATCH_TOPIC_PREFIX", "newswatch", "Prefix of every topic name (isolates deployments)"),
+    EnvVar("NEWSWATCH_PARTITIONS", "4", "Partitions per topic, used by the admin step that creates topics"),
+    EnvVar("NEWSWATCH_REPLICATION", "1", "Replication factor of created topics"),
+    EnvVar("NEWSWATCH_METRICS_PORT", "0", "Port of this service's /metrics (0 = the service's default)"),
+    EnvVar("NEWSWATCH_METRICS_HOST", "0.0.0.0", "Address the /metrics server binds to"),
+    EnvVar("NEWSWATCH_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)"),
+    EnvVar("NEWSWATCH_LOG_FORMAT", "json", "Log format: json (one object a line) or text"),
+    EnvVar("NEWSWATCH_SOURCES", "config/sources.yaml", "fetch: YAML file listing feeds, sitemaps and pages"),
+    EnvVar("NEWSWATCH_POLL_SECONDS", "60", "fetch: default seconds between two polls of one feed"),
+    EnvVar("NEWSWATCH_HOST_DELAY_SECONDS", "1.0", "fetch: minimum seconds between two requests to one host"),
+    EnvVar("NEWSWATCH_MAX_PAGE_BYTES", "5000000", "fetch: larger responses are cut off and refused"),
+    EnvVar("NEWSWATCH_HTTP_TIMEOUT", "20", "fetch: seconds before an HTTP request is abandoned"),
+    EnvVar("NEWSWATCH_USER_AGENT", "newswatch/0.1 (+https://example.org/newswatch)", "fetch: User-Agent"),
+    EnvVar("NEWSWATCH_ALLOW_PRIVATE_HOSTS", "false",
+           "fetch: allow feeds on loopback/private addresses (true for the demo and tests)"),
+    EnvVar("NEWSWATCH_URL_TTL_DAYS", "30", "fetch: days an article URL stays known (not fetched again)"),
+    EnvVar("NEWSWATCH_DEDUP_TTL_DAYS", "14", "clean/alert: days story and alert keys live in Redis"),
+    EnvVar("NEWSWATCH_NEAR_DUP_THRESHOLD", "0.6",
+           "clean: estimated Jaccard similarity of word shingles above which two articles are one story"),
+    EnvVar("NEWSWATCH_ENTITY_TABLE", "", "entities: extra entity table YAML (added to the built-in table)"),
+    EnvVar("NEWSWATCH_WATCHLIST", "", "entities: user watchlist YAML, reloaded when it changes"),
+    EnvVar("NEWSWATCH_RULES", "config/rules.yaml", "alert: rules YAML, reloaded when it changes"),
+    EnvVar("NEWSWATCH_WEBHOOK_TIMEOUT", "10", "alert: seconds before a webhook POST is abandoned"),
+    EnvVar("NEWSWATCH_WEBHOOK_RETRIES", "3", "alert: attempts per webhook delivery"),
+)
+
+_BY_NAME = {v.name: v for v in ENV_VARS}
+
+
+def env(name: str, environ: dict[str, str] | None = None) -> str:
+    """Value of a declared variable, or its default. Undeclared names are a programming error."""
+    spec = _BY_NAME[name]
+    source = os.environ if environ is None else environ
+    return source.get(name, spec.default)
+
+
+def _as_bool(raw: str) -> bool:
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str
+    redis_url: str
+    topic_prefix: str
+    partitions: int
+    replication: int
+    metrics_port: int
+    metrics_host: str
+    log_level: str
+    log_format: str
+    sources: str
+    poll_seconds: float
+    host_delay_seconds: float
+    max_page_bytes: int
+    http_timeout: float
+    user_agent: str
+    allow_private_hosts: bool
+    url_ttl_days: int
+    dedup_ttl_days: int
+    near_dup_threshold: float
+    entity_table: str
+    watchlist: str
+    rules: str
+    webhook_timeout: float
+    webhook_retries: int
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env("NEWSWATCH_" + f.name.upper(), environ)
+            kind = f.type
+            try:
+                if kind == "int":
+                    values[f.name] = int(raw)
+                elif kind == "float":
+                    values[f.name] = float(raw)
+                elif kind == "bool":
+                    values[f.name] = _as_bool(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError as exc:
+                raise ValueError(f"NEWSWATCH_{f.name.upper()}={raw!r} is not a valid {kind}") from exc
+        return cls(**values)
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
