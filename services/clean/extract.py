@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 import trafilatura
 from charset_normalizer import from_bytes
 
-from services.clean.textdump import is_junk_line
+from services.clean.textdump import is_junk_line, words
+
+MIN_WORDS = 8  # less than this is a navigation stub or an error page, not an article
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]+)""", re.I)
 _HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9_\-:.]+)", re.I)
@@ -99,8 +101,8 @@ def extract_html(html: str, url: str = "", encoding: str = "") -> ExtractedArtic
         raise ExtractionError("no article text found in the page")
     data = doc.as_dict() if hasattr(doc, "as_dict") else dict(doc)
     text = _postfilter(data.get("text") or "")
-    if not text:
-        raise ExtractionError("no article text found in the page")
+    if words(text) < MIN_WORDS:
+        raise ExtractionError(f"no article text found in the page ({words(text)} words)")
     authors = [a.strip() for a in re.split(r";|\|", data.get("author") or "") if a.strip()]
     return ExtractedArticle(
         title=(data.get("title") or "").strip(),

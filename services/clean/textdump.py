@@ -84,6 +84,7 @@ def is_junk_line(line: str) -> bool:
         return True
     if words(stripped) <= 8 and (_SHORT_JUNK.match(stripped) or _SOCIAL_RUN.match(stripped)
                                  or _PHONE.match(stripped) or _VOTE.match(stripped)
+                                 or _COMMENT_HEADER.match(stripped)
                                  or _TIMESTAMP.match(stripped)):
         return True
     return bool(words(stripped) <= 40 and _ANY_JUNK.search(stripped))

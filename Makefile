@@ -1,0 +1,38 @@
+# newswatch — each target installs what it needs first (infra/install.sh is quick when done).
+PY := .venv/bin/python
+NW := .venv/bin/newswatch
+
+.PHONY: run test test-unit test-integration bench lint install install-dev clean
+
+install:
+	@./infra/install.sh
+
+install-dev:
+	@./infra/install.sh --dev
+
+## run: the whole pipeline on this machine (broker, Redis, demo sites, five services); prints alerts
+run: install
+	$(NW) run $(ARGS)
+
+## test: unit and integration tests, ruff and mypy (what .ci/run calls)
+test: install-dev
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) -m pytest -v --durations=10 $(PYTEST_ARGS)
+
+test-unit: install-dev
+	$(PY) -m pytest -v -m "not integration" $(PYTEST_ARGS)
+
+test-integration: install-dev
+	$(PY) -m pytest -v -m integration $(PYTEST_ARGS)
+
+## bench: the benchmarks, each printing a table against its baseline
+bench: install-dev
+	$(PY) bench/langid.py
+
+lint: install-dev
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+clean:
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,106 @@
+"""shared core: settings, events, topics, CLI, the compose file."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared import events
+from shared.settings import ENV_VARS, Settings
+from shared.topics import ALL_TOPICS
+from tests.conftest import ROOT
+
+
+def test_settings_defaults_and_errors() -> None:
+    s = Settings.from_env({})
+    assert s.partitions == 4 and s.allow_private_hosts is False and s.bootstrap_servers == ["127.0.0.1:19092"]
+    assert Settings.from_env({"NEWSWATCH_ALLOW_PRIVATE_HOSTS": "true"}).allow_private_hosts
+    with pytest.raises(ValueError, match="NEWSWATCH_PARTITIONS='four'"):
+        Settings.from_env({"NEWSWATCH_PARTITIONS": "four"})
+
+
+def test_events_round_trip_and_versions() -> None:
+    page = events.RawPage(id="a", url="u", final_url="u", source="s", fetched_at=1.0, http_status=200,
+                          content_type="text/html", body="é".encode())
+    wire = events.encode(page)
+    assert json.loads(wire)["schema"] == "raw_page/1"
+    assert events.decode(events.RawPage, wire) == page
+    with pytest.raises(events.SchemaError, match="not a valid raw_page/1"):
+        events.decode(events.RawPage, wire.replace(b"raw_page/1", b"raw_page/2"))
+    with pytest.raises(events.SchemaError, match="not JSON"):
+        events.decode(events.Article, b"{oops")
+    with pytest.raises(events.SchemaError, match="empty"):
+        events.decode(events.Article, None)
+
+
+def test_every_topic_has_its_own_schema() -> None:
+    assert len({t.schema for t in ALL_TOPICS}) == len(ALL_TOPICS)
+
+
+def test_readme_documents_every_setting_and_topic() -> None:
+    readme = (ROOT / "README.md").read_text("utf-8")
+    for var in ENV_VARS:
+        assert var.name in readme, var.name
+    for topic in ALL_TOPICS:
+        assert topic.suffix in readme, topic.suffix
+
+
+def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shared.cli", *args], input=stdin, capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+
+
+def test_cli_jsonl_keeps_ids_and_order() -> None:
+    lines = [{"id": "b", "text": "Vladimir Poutine a reçu Nikol Pachinian au Kremlin mardi soir pour parler "
+                                 "du Haut-Karabakh et de la frontière."},
+             {"id": "a", "html": "<html><body><article><h1>Titre</h1><p>" + "Bakou et Erevan discutent. " * 20
+                                 + "</p></article></body></html>"},
+             {"id": "c", "nothing": 1}]
+    result = _cli("entities", "--jsonl", stdin="\n".join(json.dumps(x) for x in lines) + "\n")
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["id"] for o in out] == ["b", "a", "c"]
+    assert {e["id"] for e in out[0]["entities"]} == {"Q7747", "nw:person:nikol-pashinyan", "nw:org:kremlin",
+                                                     "nw:place:nagorno-karabakh"}
+    assert {e["id"] for e in out[1]["entities"]} == {"Q9248", "Q1953"}
+    assert "error" in out[2] and result.returncode == 1
+
+
+def test_cli_langdetect_and_rules_test(tmp_path: Path) -> None:
+    page = tmp_path / "a.txt"
+    page.write_text("Путин и Пашинян обсудили ситуацию в Нагорном Карабахе и на границе Армении.\n" * 3)
+    out = json.loads(_cli("langdetect", str(page)).stdout)
+    assert out["lang"] == "ru" and out["script"] == "Cyrl"
+    result = json.loads(_cli("rules", "test", "config/rules.yaml", str(page)).stdout)
+    assert {m["rule"] for m in result["matches"]} == {"karabakh", "putin-pashinyan"}
+
+
+def test_compose_matches_the_code() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text("utf-8"))
+    services = compose["services"]
+    known = {v.name for v in ENV_VARS}
+    for name in ("fetch", "clean", "langdetect", "entities", "alert"):
+        svc = services[name]
+        assert svc["command"] == ["service", name], name
+        assert svc["build"]["context"] == "." or svc.get("image") == services["clean"].get("image")
+        env = svc.get("environment", {})
+        assert set(env) <= known, set(env) - known
+        assert env["NEWSWATCH_KAFKA_BOOTSTRAP"] == "kafka:9092"
+        assert env["NEWSWATCH_REDIS_URL"].startswith("redis://redis:6379")
+        assert "healthcheck" in svc
+        assert svc["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    assert services["topics"]["command"] == ["topics", "create"]
+    assert "KRaft" in (ROOT / "docker-compose.yml").read_text() or "KAFKA_PROCESS_ROLES" in str(services["kafka"])
+    assert "--appendonly" in " ".join(services["redis"]["command"])
+    scrape = yaml.safe_load((ROOT / "infra/prometheus/prometheus.yml").read_text("utf-8"))
+    targets = {t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    for name, port in (("fetch", 9301), ("clean", 9302), ("langdetect", 9303), ("entities", 9304),
+                       ("alert", 9305)):
+        assert f"{name}:{port}" in targets
+    dockerfile = (ROOT / "Dockerfile").read_text("utf-8")
+    assert re.search(r"^USER\s+(?!root)\w+", dockerfile, re.M), "the image must not run as root"

@@ -1,0 +1,87 @@
+"""entities: variants in fr, en, ar, ru are linked to one id; no false hits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.entities.kb import TableSource, arabic_forms, load_table, russian_forms
+from services.entities.match import Matcher
+from services.entities.service import tag
+
+MATCHER = Matcher(load_table())
+
+
+def ids(text: str) -> list[str]:
+    return [h.entity.id for h in MATCHER.find(text)]
+
+
+@pytest.mark.parametrize("text", ["Vladimir Putin", "Poutine", "Путин", "Путина", "Путиным", "بوتين", "وبوتين",
+                                  "لبوتين", "فلاديمير بوتين", "Владимиром Путиным"])
+def test_putin_in_every_form(text: str) -> None:
+    assert ids(text) == ["Q7747"]
+
+
+@pytest.mark.parametrize("text", ["Haut-Karabakh", "Haut Karabakh", "du Haut‑Karabakh", "Nagorno-Karabakh",
+                                  "Нагорный Карабах", "Нагорного Карабаха", "в Нагорном Карабахе", "قره باغ",
+                                  "قره باج", "وقره باغ", "Bergkarabach", "Dağlık Karabağ"])
+def test_karabakh_in_every_form(text: str) -> None:
+    assert ids(text) == ["nw:place:nagorno-karabakh"]
+
+
+def test_french_elision_and_accents() -> None:
+    assert ids("l'Azerbaïdjan, d’Arménie et l’ONU") == ["Q227", "Q399", "Q1065"]
+    assert ids("AZERBAIDJAN") == ["Q227"]
+
+
+def test_leftmost_longest() -> None:
+    assert ids("le Conseil de sécurité de l'ONU") == ["Q37470"]
+    assert ids("Vladimir Poutine") == ["Q7747"]
+
+
+@pytest.mark.parametrize("text", ["une poutine au fromage", "un accord, un seul", "la russie", "le kremlin",
+                                  "Azerbaijani", "arménien", "Putinism", "un Armenian", "us and them",
+                                  "الأرميني", "Путинский"])
+def test_no_false_hits(text: str) -> None:
+    assert ids(text) == []
+
+
+def test_offsets_point_into_the_original_text() -> None:
+    text = "Selon l’agence, وبوتين et Sergueï Lavrov — à Moscou."
+    for hit in MATCHER.find(text):
+        assert text[hit.start:hit.end] == hit.text
+    assert [h.text for h in MATCHER.find(text)] == ["بوتين", "Sergueï Lavrov", "Moscou"]
+
+
+def test_tag_groups_mentions_by_entity() -> None:
+    hits = tag(MATCHER, "Poutine et Aliyev", "Vladimir Poutine a appelé Ilham Aliyev. Poutine a insisté.")
+    putin = next(h for h in hits if h.id == "Q7747")
+    assert [(m.field, m.text) for m in putin.mentions] == [("title", "Poutine"), ("text", "Vladimir Poutine"),
+                                                           ("text", "Poutine")]
+    assert putin.type == "person" and putin.name == "Vladimir Putin"
+
+
+def test_variant_generators() -> None:
+    assert {"Армении", "Армению", "Арменией"} <= russian_forms("Армения")
+    assert "Баку" in russian_forms("Баку") and len(russian_forms("Баку")) == 1
+    forms = arabic_forms("الكرملين")
+    assert {"الكرملين", "والكرملين", "بالكرملين", "للكرملين"} <= set(forms)
+    assert forms["والكرملين"] == 1
+
+
+def test_watchlist_is_reloaded(tmp_path: Path) -> None:
+    watch = tmp_path / "watch.yaml"
+    watch.write_text("entities:\n  - {id: nw:org:acme, type: organisation, name: Acme, names: {en: [Acme Corp]}}\n")
+    source = TableSource([str(watch)])
+    assert any(e.id == "nw:org:acme" for e in source.entities)
+    watch.write_text("entities:\n  - {id: Q7747, names: {en: [the Russian leader]}}\n")
+    import os
+    os.utime(watch, (1, 1))
+    assert source.reload()
+    matcher = Matcher(source.entities)
+    assert [h.entity.id for h in matcher.find("The Russian leader spoke.")] == ["Q7747"]
+    watch.write_text("not: [valid")
+    os.utime(watch, (2, 2))
+    assert not source.reload()  # a broken edit keeps the table it had
+    assert any(e.id == "Q7747" for e in source.entities)

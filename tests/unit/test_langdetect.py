@@ -1,0 +1,50 @@
+"""langdetect: documents, titles, paragraph segments, und."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.langdetect.detect import detect, detect_document, script_of
+
+
+@pytest.mark.parametrize(("text", "lang"), [
+    ("Les ministres ont évoqué la situation à la frontière et la reprise des négociations de paix.", "fr"),
+    ("وقال المتحدث إن الجانبين اتفقا على مواصلة الاتصالات على مختلف المستويات خلال الأسابيع المقبلة.", "ar"),
+    ("Министр иностранных дел провёл переговоры с коллегой и обсудил подготовку мирного договора.", "ru"),
+    ("The two ministers agreed to keep their military channels open and to meet later this year.", "en"),
+    ("Die Minister sprachen am Montag über die Lage an der Grenze und die Friedensgespräche.", "de"),
+    ("Bakanlar pazartesi günü sınırdaki durumu ve barış görüşmelerini telefonda ele aldı.", "tr"),
+    ("Міністри обговорили ситуацію на кордоні та підготовку мирної угоди між країнами.", "uk"),
+])
+def test_sentences(text: str, lang: str) -> None:
+    assert detect(text).lang == lang
+
+
+@pytest.mark.parametrize(("title", "lang"), [
+    ("Poutine reçoit Pachinian", "fr"), ("بوتين يستقبل باشينيان", "ar"), ("Путин встретился с Пашиняном", "ru"),
+    ("Putin meets Pashinyan in Moscow", "en"),
+])
+def test_short_titles(title: str, lang: str) -> None:
+    assert detect(title).lang == lang
+
+
+def test_unsure_is_und() -> None:
+    assert detect("12 345 — 67").lang == "und"
+    assert detect("").lang == "und"
+
+
+def test_foreign_headline_is_its_own_segment() -> None:
+    text = ("Le 20 septembre, des unités militaires ont attaqué plusieurs postes de commandement dans la région.\n"
+            "Tổng thống tuyên bố điều kiện để dừng chiến dịch quân sự, quân đội tấn công các vị trí phòng thủ\n"
+            "Selon le ministère, plus de deux mille personnes ont été évacuées de la région depuis mardi soir.")
+    found = detect_document(text, "Le président pose des conditions")
+    assert found.lang == "fr" and found.title_lang == "fr" and found.script == "Latn"
+    assert [s.lang for s in found.segments] == ["fr", "vi", "fr"]
+    vi = found.segments[1]
+    assert text[vi.start:vi.end].startswith("Tổng thống")
+
+
+def test_scripts() -> None:
+    assert script_of("قره باغ") == "Arab"
+    assert script_of("Ереван") == "Cyrl"
+    assert script_of("Երևան") == "Armn"

@@ -1,0 +1,72 @@
+"""alert rules: parsing and matching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.alert.rules import RuleError, RuleSource, match_article, parse_rules
+from shared import events
+
+
+def tagged(text: str, lang: str = "fr", entity_ids: tuple[str, ...] = (), title: str = "Titre",
+           source: str = "site") -> events.TaggedArticle:
+    article = events.Article(id="a1", url="http://x/a", source=source, fetched_at=0.0, title=title, text=text)
+    return events.TaggedArticle(id="a1", article=article, language=events.Language(lang=lang, confidence=1.0,
+                                                                                      script="Latn"),
+                                entities=[events.EntityHit(id=i, name=i, type="place") for i in entity_ids])
+
+
+def rules(*raw: dict) -> list:  # type: ignore[type-arg]
+    return parse_rules({"rules": list(raw)})
+
+
+def test_terms_phrases_prefixes_and_none() -> None:
+    r = rules({"id": "r", "any": ["cessez-le-feu", "trêve"], "all": ["Haut Karabakh"], "none": ["football"]},
+              {"id": "p", "any": ["négoci*"]})
+    text = "Un cessez-le-feu au HAUT-KARABAKH, après des négociations."
+    assert [(m.rule.id, m.terms) for m in match_article(r, tagged(text))] == [
+        ("r", ["Haut Karabakh", "cessez-le-feu"]), ("p", ["négoci*"])]
+    assert match_article(r[:1], tagged(text + " Match de football.")) == []
+    assert match_article(r[:1], tagged("Le Karabakh, un cessez-le-feu")) == []  # phrase needs both words
+
+
+def test_entities_languages_sources() -> None:
+    r = rules({"id": "e", "entities_all": ["Q7747", "Q399"], "languages": ["ar", "fr"], "sources": ["s1"]})
+    assert match_article(r, tagged("x", "fr", ("Q7747", "Q399"), source="s1"))[0].entities == ["Q399", "Q7747"]
+    assert match_article(r, tagged("x", "en", ("Q7747", "Q399"), source="s1")) == []
+    assert match_article(r, tagged("x", "fr", ("Q7747",), source="s1")) == []
+    assert match_article(r, tagged("x", "fr", ("Q7747", "Q399"), source="s2")) == []
+    none = rules({"id": "n", "entities_any": ["Q7747"], "entities_none": ["Q159"]})
+    assert match_article(none, tagged("x", entity_ids=("Q7747", "Q159"))) == []
+
+
+@pytest.mark.parametrize(("doc", "message"), [
+    ({"rules": [{"name": "no id", "any": ["x"]}]}, "has no id"),
+    ({"rules": [{"id": "a"}]}, "needs at least one"),
+    ({"rules": [{"id": "a", "any": ["x"], "langs": ["fr"]}]}, "unknown keys"),
+    ({"rules": [{"id": "a", "any": ["x"]}, {"id": "a", "any": ["y"]}]}, "used twice"),
+    ({"rules": [{"id": "a", "any": [" * "]}]}, "has no words"),
+    ({"nope": 1}, "expected a mapping"),
+])
+def test_bad_rules_say_what_is_wrong(doc: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(RuleError, match=message):
+        parse_rules(doc)
+
+
+def test_demo_rules_file_loads() -> None:
+    assert {r.id for r in RuleSource("config/rules.yaml").rules} >= {"karabakh", "putin-pashinyan"}
+
+
+def test_rules_reload_keeps_old_rules_on_error(tmp_path: Path) -> None:
+    import os
+    path = tmp_path / "r.yaml"
+    path.write_text("rules:\n  - {id: a, any: [x]}\n")
+    source = RuleSource(str(path))
+    path.write_text("rules:\n  - {id: b, any: [y]}\n")
+    os.utime(path, (1, 1))
+    assert source.reload() and source.rules[0].id == "b"
+    path.write_text("rules: [{id: c}]\n")
+    os.utime(path, (2, 2))
+    assert not source.reload() and source.rules[0].id == "b"
