@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
-import sys
 import time
 from typing import Any
 

@@ -179,7 +179,7 @@ async def _watch(settings: Settings, opts: RunOptions, procs: list[subprocess.Po
         while not stop.is_set():
             for proc in procs:
                 if proc.poll() is not None:
-                    console.print(f"[bold red]a process exited with code {proc.returncode}: {proc.args}")
+                    console.print(f"[bold red]a process exited with code {proc.returncode}: {proc.args!r}")
                     stop.set()
                     return
             for name, port in ports.items():

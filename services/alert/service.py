@@ -8,13 +8,12 @@ from typing import ClassVar
 import httpx
 import redis.asyncio as aioredis
 
+from services.alert.deliver import delivered_key, post_alert
+from services.alert.rules import Match, RuleSource, match_article
 from shared import events, metrics, redis_store
 from shared.app import Emit
 from shared.settings import Settings
 from shared.topics import ALERTS, TAGGED, TopicSpec
-
-from services.alert.deliver import delivered_key, post_alert
-from services.alert.rules import Match, RuleSource, match_article
 
 RELOAD_CHECK_SECONDS = 2.0
 
@@ -71,7 +70,7 @@ class AlertStage:
             # article id) publishes again under the same alert id, every other copy is silent.
             holder = await self.redis.set(f"nw:alert:fired:{alert.rule_id}:{alert.story_id}",
                                           tagged.id, nx=True, ex=ttl, get=True)
-            if holder is None or holder.decode() == tagged.id:
+            if holder is None or redis_store.as_str(holder) == tagged.id:
                 out.append(Emit(ALERTS, alert.rule_id, alert))
                 metrics.ALERTS_FIRED.labels(alert.rule_id).inc()
             else:

@@ -25,6 +25,8 @@ import numpy as np
 import redis.asyncio as aioredis
 from datasketch import MinHash
 
+from shared.redis_store import as_bytes, as_str
+
 NUM_PERM = 128
 BANDS = 32
 ROWS = NUM_PERM // BANDS
@@ -90,15 +92,15 @@ class StoryIndex:
         known = await self.redis.hgetall(f"nw:clean:article:{article_id}")
         digest = content_hash(text)
         if known:  # redelivery of an article already assigned: same answer as the first time
-            return StoryAssignment(known[b"story_id"].decode(), known[b"duplicate_of"].decode(),
-                                   float(known[b"similarity"]), digest)
+            return StoryAssignment(as_str(known[b"story_id"]), as_str(known[b"duplicate_of"]),
+                                   float(as_str(known[b"similarity"])), digest)
 
         first = await self.redis.set(f"nw:clean:hash:{digest}", article_id, nx=True, ex=self.ttl, get=True)
-        if first is not None and first.decode() != article_id:
-            original = first.decode()
+        if first is not None and as_str(first) != article_id:
+            original = as_str(first)
             story = await self.redis.hget(f"nw:clean:article:{original}", "story_id")
             return await self._remember(article_id, StoryAssignment(
-                story.decode() if story else original, original, 1.0, digest), None)
+                as_str(story) if story else original, original, 1.0, digest), None)
 
         sig = signature(text)
         keys = band_keys(sig)
@@ -107,7 +109,7 @@ class StoryIndex:
             pipe.smembers(key)
         candidates: set[str] = set()
         for members in await pipe.execute():
-            candidates.update(m.decode() for m in members)
+            candidates.update(as_str(m) for m in members)
         candidates.discard(article_id)
 
         best_id, best_sim = "", 0.0
@@ -117,12 +119,12 @@ class StoryIndex:
             for cid, raw in zip(ordered, stored, strict=True):
                 if raw is None:
                     continue
-                sim = similarity(sig, np.frombuffer(raw, dtype=np.uint32))
+                sim = similarity(sig, np.frombuffer(as_bytes(raw), dtype=np.uint32))
                 if sim > best_sim or (sim == best_sim and cid < best_id):
                     best_id, best_sim = cid, sim
         if best_id and best_sim >= self.threshold:
             story = await self.redis.hget(f"nw:clean:article:{best_id}", "story_id")
-            assignment = StoryAssignment(story.decode() if story else best_id, best_id, round(best_sim, 4),
+            assignment = StoryAssignment(as_str(story) if story else best_id, best_id, round(best_sim, 4),
                                          digest)
         else:
             assignment = StoryAssignment(article_id, "", 0.0, digest)

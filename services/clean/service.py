@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from services.clean.dedup import StoryIndex
+from services.clean.extract import ExtractionError, extract_page
 from shared import events, metrics, redis_store
 from shared.app import Emit, PoisonInput
 from shared.settings import Settings
 from shared.topics import ARTICLES, RAW_PAGES, TopicSpec
-
-from services.clean.dedup import StoryIndex
-from services.clean.extract import ExtractionError, extract_page
 
 
 def build_article(page: events.RawPage) -> events.Article:

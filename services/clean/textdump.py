@@ -114,8 +114,8 @@ def clean_text_dump(text: str) -> tuple[str, str]:
     lines = [line for line in lines if not is_junk_line(line)]
     body_idx = [i for i, line in enumerate(lines) if is_sentence_like(line)]
     if not body_idx:
-        kept = [line.strip() for line in lines if words(line) >= 4]
-        return (kept[0] if kept else ""), "\n".join(kept[1:])
+        longer = [line.strip() for line in lines if words(line) >= 4]
+        return (longer[0] if longer else ""), "\n".join(longer[1:])
     first, last = body_idx[0], body_idx[-1]
     # Before the text, a short line printed twice is a masthead or a photo caption.
     head_counts = Counter(line.strip() for line in lines[:first])

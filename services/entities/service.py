@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
+from services.entities.kb import TableSource
+from services.entities.match import Matcher
 from shared import events
 from shared.app import Emit
 from shared.settings import Settings
 from shared.topics import LABELLED, TAGGED, TopicSpec
-
-from services.entities.kb import TableSource
-from services.entities.match import Matcher
 
 RELOAD_CHECK_SECONDS = 2.0
 

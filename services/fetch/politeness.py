@@ -149,7 +149,7 @@ class PoliteClient:
                 response = await self._get_once(origin + "/robots.txt", {})
                 if response.status >= 500:
                     parser = RobotFileParser()
-                    parser.disallow_all = True  # server trouble: stay away until the next check
+                    parser.parse(["User-agent: *", "Disallow: /"])  # server trouble: stay away for now
                 elif response.status >= 400:
                     parser = None  # no robots.txt: everything is allowed
                 else:

@@ -17,12 +17,11 @@ import time
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
+from services.fetch.feeds import Item, Source, SourcesError, article_id, load_sources, parse_feed, parse_sitemap
+from services.fetch.politeness import FetchError, PoliteClient
 from shared import events, metrics, redis_store
 from shared.settings import Settings
 from shared.topics import RAW_PAGES
-
-from services.fetch.feeds import Item, Source, SourcesError, article_id, load_sources, parse_feed, parse_sitemap
-from services.fetch.politeness import FetchError, PoliteClient
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +59,9 @@ class Fetcher:
             cache_key = f"nw:fetch:feed:{article_id(feed_url)}"
             cached = await self.redis.hgetall(cache_key)
             if cached.get(b"etag"):
-                headers["if-none-match"] = cached[b"etag"].decode()
+                headers["if-none-match"] = redis_store.as_str(cached[b"etag"])
             if cached.get(b"last_modified"):
-                headers["if-modified-since"] = cached[b"last_modified"].decode()
+                headers["if-modified-since"] = redis_store.as_str(cached[b"last_modified"])
             try:
                 response = await self.http.get(feed_url, headers)
             except FetchError as exc:

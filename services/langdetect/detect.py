@@ -168,11 +168,11 @@ def detect_document(text: str, title: str = "") -> DocumentLanguage:
     shows as a segment of its own.
     """
     segments: list[Segment] = []
-    weight: Counter[str] = Counter()
+    weight: dict[str, float] = {}
     for start, end in paragraphs(text):
         found = detect(text[start:end])
         if found.lang != "und":
-            weight[found.lang] += (end - start) * found.confidence
+            weight[found.lang] = weight.get(found.lang, 0.0) + (end - start) * found.confidence
         if segments and segments[-1].lang == found.lang:
             last = segments[-1]
             span = (last.end - last.start) + (end - start)
@@ -181,7 +181,7 @@ def detect_document(text: str, title: str = "") -> DocumentLanguage:
         else:
             segments.append(Segment(start, end, found.lang, found.confidence))
     if weight:
-        lang = weight.most_common(1)[0][0]
+        lang = max(weight, key=lambda k: weight[k])
         whole = detect(text)
         # The whole text's own confidence, when the whole text agrees with the paragraph vote.
         confidence = whole.confidence if whole.lang == lang else weight[lang] / sum(weight.values())

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import ClassVar
 
+from services.langdetect.detect import detect_document
 from shared import events
 from shared.app import Emit
 from shared.settings import Settings
 from shared.topics import ARTICLES, LABELLED, TopicSpec
-
-from services.langdetect.detect import detect_document
 
 
 def label(article: events.Article) -> events.LabelledArticle:

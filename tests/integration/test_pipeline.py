@@ -22,7 +22,8 @@ from services.demo_sites.server import serve_in_thread, sources_yaml
 from services.fetch.feeds import article_id
 from shared import events, local
 from shared.settings import Settings
-from shared.topics import ALERTS, ARTICLES as ARTICLES_TOPIC, DEAD_LETTER, LABELLED, RAW_PAGES, TAGGED, create_topics
+from shared.topics import ALERTS, DEAD_LETTER, LABELLED, RAW_PAGES, TAGGED, create_topics
+from shared.topics import ARTICLES as ARTICLES_TOPIC
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

@@ -61,7 +61,7 @@ def test_decoding_trusts_bytes_and_meta_over_wrong_header() -> None:
 
 
 @pytest.mark.parametrize("article", ARTICLES, ids=lambda a: a.slug)
-def test_demo_pages_extract_the_article_only(article) -> None:  # type: ignore[no-untyped-def]
+def test_demo_pages_extract_the_article_only(article) -> None:
     status, kind, body = DemoSites(pace=0).handle(article_path(article), "http://127.0.0.1:1")
     assert status == 200
     extracted = extract_page(body, kind, "http://127.0.0.1:1" + article_path(article))

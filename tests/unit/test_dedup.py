@@ -12,8 +12,8 @@ WIRE = [a for a in ARTICLES if a.story == "wire-putin-pashinyan"]
 OTHERS = [a for a in ARTICLES if not a.story]
 
 
-def _run(redis_url: str, calls: list[tuple[str, str]], threshold: float = 0.6) -> list:  # type: ignore[type-arg]
-    async def go() -> list:  # type: ignore[type-arg]
+def _run(redis_url: str, calls: list[tuple[str, str]], threshold: float = 0.6) -> list:
+    async def go() -> list:
         client = connect(redis_url)
         await client.flushdb()
         index = StoryIndex(client, threshold, 3600)

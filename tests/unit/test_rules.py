@@ -18,7 +18,7 @@ def tagged(text: str, lang: str = "fr", entity_ids: tuple[str, ...] = (), title:
                                 entities=[events.EntityHit(id=i, name=i, type="place") for i in entity_ids])
 
 
-def rules(*raw: dict) -> list:  # type: ignore[type-arg]
+def rules(*raw: dict) -> list:
     return parse_rules({"rules": list(raw)})
 
 
@@ -50,7 +50,7 @@ def test_entities_languages_sources() -> None:
     ({"rules": [{"id": "a", "any": [" * "]}]}, "has no words"),
     ({"nope": 1}, "expected a mapping"),
 ])
-def test_bad_rules_say_what_is_wrong(doc: dict, message: str) -> None:  # type: ignore[type-arg]
+def test_bad_rules_say_what_is_wrong(doc: dict, message: str) -> None:
     with pytest.raises(RuleError, match=message):
         parse_rules(doc)
 
