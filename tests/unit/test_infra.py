@@ -26,7 +26,7 @@ def test_prometheus_config_and_rule_tests() -> None:
 
 
 def test_dashboard_and_rules_use_metrics_the_code_defines() -> None:
-    defined = set()
+    defined: set[str] = set()
     for metric in REGISTRY.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "gauge": [""]}
         defined.update(metric.name + suffix for suffix in suffixes.get(metric.type, [""]))
