@@ -17,10 +17,6 @@ def connect(url: str) -> aioredis.Redis:
                                    socket_timeout=10, socket_connect_timeout=5)
 
 
-def connect_sync(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=False, socket_timeout=10, socket_connect_timeout=5)
-
-
 def as_str(value: object) -> str:
     """A Redis reply as text (the client is set up for bytes; its type hints allow str and bool too)."""
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
@@ -28,8 +24,3 @@ def as_str(value: object) -> str:
 
 def as_bytes(value: object) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode("utf-8")
-
-
-async def claim_once(client: aioredis.Redis, key: str, ttl_seconds: int, value: str = "1") -> bool:
-    """True for the first caller only (SET NX): the key that makes an action happen once."""
-    return bool(await client.set(key, value, nx=True, ex=ttl_seconds))

@@ -127,5 +127,4 @@ def extract_page(body: bytes, content_type: str, url: str = "") -> ExtractedArti
         if not article_text:
             raise ExtractionError("no article text left after removing junk lines")
         return ExtractedArticle(title=title, text=article_text, encoding=encoding)
-    article = extract_html(text, url=url, encoding=encoding)
-    return article
+    return extract_html(text, url=url, encoding=encoding)

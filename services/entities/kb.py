@@ -176,9 +176,6 @@ class TableSource:
     def _mtimes(self) -> tuple[float, ...]:
         return tuple(os.stat(p).st_mtime if os.path.exists(p) else -1.0 for p in self.paths)
 
-    def changed(self) -> bool:
-        return self._mtimes() != self._stamp
-
     def reload(self) -> bool:
         """Reload if a file changed; keep the old table (and log) if the new one is invalid."""
         stamp = self._mtimes()
