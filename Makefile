@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 NW := .venv/bin/newswatch
 
-.PHONY: run test test-unit test-integration bench lint install install-dev clean
+.PHONY: run test test-unit test-integration bench bench-clean lint install install-dev clean
 
 install:
 	@./infra/install.sh
@@ -29,6 +29,13 @@ test-integration: install-dev
 ## bench: the benchmarks, each printing a table against its baseline
 bench: install-dev
 	$(PY) bench/langid.py
+	$(PY) bench/extraction.py
+	$(PY) bench/near_dups.py
+
+## bench-clean: the clean service's benchmarks only (extraction, near-duplicates)
+bench-clean: install-dev
+	$(PY) bench/extraction.py
+	$(PY) bench/near_dups.py
 
 lint: install-dev
 	$(PY) -m ruff check .

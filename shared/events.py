@@ -45,7 +45,8 @@ class Article(Event, tag="article/1"):
     title: str
     text: str  # paragraphs separated by "\n"
     canonical_url: str = ""
-    published: str = ""  # ISO 8601
+    published: str = ""  # ISO 8601, with the UTC offset when the page gives one
+    updated: str = ""  # ISO 8601: last update, when the page states one apart from published
     authors: list[str] = msgspec.field(default_factory=list)
     site_name: str = ""
     description: str = ""

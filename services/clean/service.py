@@ -24,7 +24,8 @@ def build_article(page: events.RawPage) -> events.Article:
         id=page.id, url=page.final_url or page.url, source=page.source, fetched_at=page.fetched_at,
         title=extracted.title or page.feed_title, text=extracted.text,
         canonical_url=extracted.canonical_url or page.final_url or page.url,
-        published=extracted.published or page.feed_published, authors=extracted.authors,
+        published=extracted.published or page.feed_published, updated=extracted.updated,
+        authors=extracted.authors,
         site_name=extracted.site_name, description=extracted.description, image=extracted.image,
         encoding=extracted.encoding, lang_hint=page.lang_hint,
     )

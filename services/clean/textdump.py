@@ -50,6 +50,23 @@ _ANY_JUNK = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 
+# Photo credits, "read also" pointers and lines that are only a date, a time or an agency
+# code ("aja/PAP", "dpa/AFP"): captions and signposts around the text, in the languages seen.
+_CREDIT_OR_POINTER = re.compile(
+    r"""^\W*(
+        (foto|fotos|bild|bilder|photo|photos|image|images|quelle|titelbild|credit|crédits?|fuente|źródło|фото)
+            (\s*[:©/].*)? |
+        (auch|mehr)\s+(lesen|zum\s+thema).* | weitere\s+(informationen|artikel|beiträge|themen).* |
+        das\s+könnte\s+(sie|dich)\s+auch\s+interessieren.* | lesen\s+sie\s+(auch|mehr).* |
+        you\s+may\s+also\s+like.* | see\s+also.* | (ver|vea|lee|lea)\s+también.* |
+        (zobacz|czytaj)\s+(też|także|również).* | à\s+lire\s+également.* |
+        \d{1,2}[./\s]\s*(\w+|\d{1,2})[./\s]\s*\d{2,4}(\s*([,|-]|um|à|at|a\s+las)?\s*\d{1,2}[:.h]\s*\d{2}(\s*uhr)?)? |
+        \d{1,2}[:.]\d{2}\s*(uhr|am|pm)? |
+        [a-z]{2,4}/[a-z]{2,5}
+    )\W*$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
 _SOCIAL = ("facebook|fb|twitter|x|telegram|youtube|instagram|tiktok|dzen|spotify|vk|vkontakte|whatsapp|"
            "linkedin|pinterest|reddit|rss|threads|mastodon|viber|ok|email|e-mail|google\\+?|flipboard")
 _SOCIAL_RUN = re.compile(rf"^(?:\W*(?:{_SOCIAL}))+\W*$", re.IGNORECASE)
@@ -86,6 +103,8 @@ def is_junk_line(line: str) -> bool:
                                  or _PHONE.match(stripped) or _VOTE.match(stripped)
                                  or _COMMENT_HEADER.match(stripped)
                                  or _TIMESTAMP.match(stripped)):
+        return True
+    if len(stripped) < 80 and _CREDIT_OR_POINTER.match(stripped):
         return True
     return bool(words(stripped) <= 40 and _ANY_JUNK.search(stripped))
 

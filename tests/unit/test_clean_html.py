@@ -1,0 +1,134 @@
+"""clean: pruning page furniture, metadata, encodings, on pages written for these tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.clean.extract import decode_body, extract_page
+from services.clean.metadata import iso_datetime, page_metadata
+from services.clean.prune import article_container, parse_html, prune_furniture
+from services.clean.textdump import is_junk_line
+
+ARTICLE = [
+    "Le ministre arménien des Affaires étrangères, Ararat Mirzoyan, a reçu mardi à Erevan son homologue "
+    "géorgien pour discuter du transit des marchandises entre les deux pays, a indiqué son ministère.",
+    "Selon le communiqué, les deux ministres ont évoqué la construction d'un nouveau poste-frontière, "
+    "la modernisation de la route vers Tbilissi et la simplification des formalités douanières.",
+    "Les camionneurs attendent parfois deux jours au poste de Bagratachen, ont rappelé les transporteurs, "
+    "qui demandent depuis des années un guichet unique pour les contrôles sanitaires et douaniers.",
+]
+
+
+def page(wrapper_class: str, extra_head: str = "") -> str:
+    paragraphs = "".join(f"<p>{p}</p>" for p in ARTICLE)
+    return f"""<html><head><title>Transit : Erevan et Tbilissi - Le Courrier du Caucase</title>{extra_head}</head>
+<body class="single has-sidebar">
+<nav class="main-menu"><a href="/">Accueil</a><a href="/monde">Monde</a><a href="/eco">Économie</a></nav>
+<div class="{wrapper_class}">
+  <h1>Transit : Erevan et Tbilissi veulent aller plus vite</h1>
+  <div class="entry-meta"><span class="byline">Par Anna Petrossian</span> · 3 mai 2026</div>
+  <div class="share-buttons"><a href="#">Partager sur Facebook</a><a href="#">Tweet</a></div>
+  {paragraphs}
+  <div class="related-posts"><h3>Sur le même sujet</h3>
+    <ul><li><a href="/a">Le port de Poti agrandi pour accueillir plus de conteneurs chinois</a></li>
+        <li><a href="/b">Bakou et Ankara signent un accord gazier de long terme</a></li></ul></div>
+</div>
+<div id="comments" class="comments-area"><h3>3 commentaires</h3>
+  <p>Très bonne nouvelle pour nos chauffeurs qui attendent des heures à la frontière chaque été, merci.</p></div>
+<div class="widget-area"><p>Inscrivez-vous à notre lettre d'information pour recevoir chaque matin l'essentiel
+ de l'actualité du Caucase, de la Turquie et de l'Iran.</p></div>
+<footer><p>© 2026 Le Courrier du Caucase. Tous droits réservés. 12, rue Roustaveli, Tbilissi.</p></footer>
+</body></html>"""
+
+
+@pytest.mark.parametrize("wrapper", ["post-content", "widget Blog", "container right-sidebar", "article-body"])
+def test_html_page_keeps_article_and_drops_furniture(wrapper: str) -> None:
+    extracted = extract_page(page(wrapper).encode(), "text/html; charset=utf-8", "https://courrier.example/transit")
+    assert extracted.text.split("\n") == ARTICLE, wrapper
+    for junk in ("Accueil", "Partager", "Tweet", "Poti", "commentaires", "Très bonne", "lettre d'information",
+                 "Tous droits", "Roustaveli"):
+        assert junk not in extracted.text, (wrapper, junk)
+
+
+def test_article_container_is_spared_whatever_its_class() -> None:
+    root = parse_html(page("widget Blog"))
+    container = article_container(root)
+    assert container is not None and container.get("class") == "widget Blog"
+    prune_furniture(root)
+    assert root.find(".//div[@class='widget Blog']") is not None
+    assert root.find(".//nav") is None and root.find(".//footer") is None
+    assert root.find(".//div[@id='comments']") is None and root.find(".//div[@class='share-buttons']") is None
+
+
+def test_metadata_from_json_ld_and_meta_tags() -> None:
+    head = """<link rel="canonical" href="/2026/05/03/transit">
+<meta property="og:site_name" content="Le Courrier du Caucase">
+<meta property="og:image" content="/img/poste-frontiere.jpg">
+<meta name="description" content="Les deux pays veulent un guichet unique.">
+<meta property="article:modified_time" content="2026-05-03T18:05:00+0400">
+<script type="application/ld+json">{"@context": "https://schema.org", "@graph": [
+  {"@type": "WebSite", "name": "Courrier"},
+  {"@type": "NewsArticle", "headline": "Transit : Erevan et Tbilissi veulent aller plus vite",
+   "datePublished": "2026-05-03T09:30:00+04:00",
+   "author": [{"@type": "Person", "name": "Anna Petrossian"}, {"@type": "Person", "name": "Levan Beridze"}]}
+]}</script>"""
+    meta = page_metadata(parse_html(page("post-content", head)), "https://courrier.example/monde/transit")
+    assert meta.title == "Transit : Erevan et Tbilissi veulent aller plus vite"
+    assert meta.published == "2026-05-03T09:30:00+04:00"
+    assert meta.updated == "2026-05-03T18:05:00+04:00"
+    assert meta.authors == ["Anna Petrossian", "Levan Beridze"]
+    assert meta.canonical_url == "https://courrier.example/2026/05/03/transit"
+    assert meta.site_name == "Le Courrier du Caucase"
+    assert meta.image == "https://courrier.example/img/poste-frontiere.jpg"
+    assert meta.description == "Les deux pays veulent un guichet unique."
+
+
+def test_metadata_without_head_tags_falls_back_to_the_page() -> None:
+    meta = page_metadata(parse_html(page("post-content", '<meta name="author" content="By Anna Petrossian">')),
+                         "https://courrier.example/2026/05/03/transit")
+    assert meta.title == "Transit : Erevan et Tbilissi veulent aller plus vite"  # the <h1>
+    assert meta.published == "2026-05-03"  # htmldate, from the URL and the page; no timezone invented
+    assert meta.updated == ""
+    assert meta.authors == ["Anna Petrossian"]
+
+
+@pytest.mark.parametrize(("value", "iso"), [
+    ("2026-05-03T09:30:00Z", "2026-05-03T09:30:00+00:00"),
+    ("2026-05-03T09:30:00+0400", "2026-05-03T09:30:00+04:00"),
+    ("2026-05-03 09:30:00", "2026-05-03T09:30:00"),
+    ("2026-05-03", "2026-05-03"),
+    ("3 mai 2026", ""),
+])
+def test_iso_datetime(value: str, iso: str) -> None:
+    assert iso_datetime(value) == iso
+
+
+@pytest.mark.parametrize(("text", "codec", "header"), [
+    ("Ça coûte très cher à Zürich, dit l'élève", "cp1252", "text/html; charset=ISO-8859-1"),
+    ("Ça coûte très cher à Zürich, dit l'élève", "latin-1", "text/html"),
+    ("Министр иностранных дел Армении Арарат Мирзоян", "cp1251", "text/html"),
+    ("وزير الخارجية الأرميني أرارات ميرزويان في يريفان", "cp1256", "text/html; charset=windows-1256"),
+])
+def test_legacy_encodings_decode(text: str, codec: str, header: str) -> None:
+    body = f"<html><head><meta charset='{codec}'></head><body><p>{text}</p></body></html>".encode(codec)
+    decoded, _ = decode_body(body, header)
+    assert text in decoded
+
+
+def test_utf8_page_with_a_latin1_header_decodes_as_utf8() -> None:
+    body = page("post-content").encode("utf-8")
+    extracted = extract_page(body, "text/html; charset=ISO-8859-1")
+    assert extracted.encoding == "utf-8" and "Affaires étrangères" in extracted.text
+
+
+@pytest.mark.parametrize("line", ["Foto: Getty Images", "Titelbild: dpa", "Auch lesen: Die Bahn streikt",
+                                  "Lesen Sie auch", "aja/PAP", "23.06.2016 um 16:14 Uhr", "3 mai 2026",
+                                  "VEA TAMBIÉN: Estrella de la educación", "Photo : AFP"])
+def test_credit_and_pointer_lines_are_junk(line: str) -> None:
+    assert is_junk_line(line)
+
+
+@pytest.mark.parametrize("line", ["Foto des Tages zeigt die Grenze bei Bagratachen, wo Lastwagen warten.",
+                                  "Mai 2026 wird ein wichtiger Monat für den Transit, sagte der Minister."])
+def test_sentences_that_start_like_credits_are_kept(line: str) -> None:
+    assert not is_junk_line(line)
