@@ -13,9 +13,8 @@ from services.alert.rules import Match, RuleSource, match_article
 from shared import events, metrics, redis_store
 from shared.app import Emit
 from shared.settings import Settings
+from shared.throttle import Every
 from shared.topics import ALERTS, TAGGED, TopicSpec
-
-RELOAD_CHECK_SECONDS = 2.0
 
 
 def make_alert(match: Match, tagged: events.TaggedArticle) -> events.Alert:
@@ -35,12 +34,10 @@ class _Reloading:
 
     def __init__(self, path: str) -> None:
         self.source = RuleSource(path)
-        self._checked = time.monotonic()
+        self._check = Every()
 
     def current(self) -> RuleSource:
-        now = time.monotonic()
-        if now - self._checked >= RELOAD_CHECK_SECONDS:
-            self._checked = now
+        if self._check.due():
             self.source.reload()
         return self.source
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import ClassVar
 
 from services.entities.kb import TableSource
@@ -10,9 +9,8 @@ from services.entities.match import Matcher
 from shared import events
 from shared.app import Emit
 from shared.settings import Settings
+from shared.throttle import Every
 from shared.topics import LABELLED, TAGGED, TopicSpec
-
-RELOAD_CHECK_SECONDS = 2.0
 
 
 def tag(matcher: Matcher, title: str, text: str) -> list[events.EntityHit]:
@@ -36,17 +34,13 @@ class EntitiesStage:
         self.settings = settings
         self.table = TableSource([settings.entity_table, settings.watchlist])
         self.matcher = Matcher(self.table.entities)
-        self._checked = time.monotonic()
+        self._reload_check = Every()
 
     async def start(self) -> None:
         return None
 
     def _maybe_reload(self) -> None:
-        now = time.monotonic()
-        if now - self._checked < RELOAD_CHECK_SECONDS:
-            return
-        self._checked = now
-        if self.table.reload():
+        if self._reload_check.due() and self.table.reload():
             self.matcher = Matcher(self.table.entities)
 
     async def process(self, labelled: events.LabelledArticle) -> list[Emit]:

@@ -104,3 +104,18 @@ def test_compose_matches_the_code() -> None:
         assert f"{name}:{port}" in targets
     dockerfile = (ROOT / "Dockerfile").read_text("utf-8")
     assert re.search(r"^USER\s+(?!root)\w+", dockerfile, re.M), "the image must not run as root"
+
+
+def test_every_is_due_once_per_interval(monkeypatch) -> None:
+    from shared import throttle
+
+    clock = [100.0]
+    monkeypatch.setattr(throttle.time, "monotonic", lambda: clock[0])
+    every = throttle.Every(2.0)
+    assert not every.due()
+    clock[0] = 101.9
+    assert not every.due()
+    clock[0] = 102.0
+    assert every.due() and not every.due()
+    clock[0] = 104.5
+    assert every.due()
