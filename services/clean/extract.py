@@ -100,6 +100,9 @@ def _postfilter(text: str) -> str:
 def main_text(root: HtmlElement, url: str = "") -> str:
     """The article text of a parsed page, paragraphs joined by "\\n" (the tree is pruned in place)."""
     prune_furniture(root)
+    head = root.find("head")
+    if head is not None:  # metadata was read already; trafilatura would only walk it
+        head.drop_tree()
     text = trafilatura.extract(root, url=url or None, include_comments=False, favor_precision=True,
                                include_tables=True, deduplicate=False, with_metadata=False)
     return _postfilter(text or "")
