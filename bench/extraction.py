@@ -59,15 +59,20 @@ def normalise(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-def load_pages(folder: Path, limit: int | None) -> list[Page]:
-    entries = json.loads((folder / "evaldata.json").read_text("utf-8"))
+def load_pages(limit: int | None) -> list[Page]:
+    """The evaluation set's pages, unpacked to a temporary folder and decoded (the archive must exist)."""
     pages = []
-    for url, entry in entries.items():
-        path = folder / "cache" / entry["file"]
-        if not path.exists():
-            path = folder / "eval" / entry["file"]
-        html, _ = decode_body(path.read_bytes(), "")
-        pages.append(Page(url, html, entry["with"], entry["without"]))
+    with tempfile.TemporaryDirectory(prefix="nw-evalset-") as tmp:
+        with tarfile.open(ARCHIVE) as archive:
+            archive.extractall(tmp, filter="data")
+        folder = Path(tmp)
+        entries = json.loads((folder / "evaldata.json").read_text("utf-8"))
+        for url, entry in entries.items():
+            path = folder / "cache" / entry["file"]
+            if not path.exists():
+                path = folder / "eval" / entry["file"]
+            html, _ = decode_body(path.read_bytes(), "")
+            pages.append(Page(url, html, entry["with"], entry["without"]))
     return pages[:limit] if limit else pages
 
 
@@ -142,10 +147,7 @@ def main() -> None:
         console.print(f"evaluation data not found at {ARCHIVE}: skipping the extraction benchmark")
         return
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core for every extractor
-    with tempfile.TemporaryDirectory(prefix="nw-evalset-") as tmp:
-        with tarfile.open(ARCHIVE) as archive:
-            archive.extractall(tmp, filter="data")
-        pages = load_pages(Path(tmp), args.limit)
+    pages = load_pages(args.limit)
     console.print(f"{len(pages)} pages from {ARCHIVE} (one core, CPU time)")
     results: dict[str, Score] = {}
     with Progress(console=console, transient=True) as progress:

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import random
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -86,10 +85,7 @@ def main() -> None:
     if not ARCHIVE.exists():
         console.print(f"evaluation data not found at {ARCHIVE}: skipping the near-duplicate benchmark")
         return
-    with tempfile.TemporaryDirectory(prefix="nw-evalset-") as tmp:
-        with tarfile.open(ARCHIVE) as archive:
-            archive.extractall(tmp, filter="data")
-        pages = load_pages(Path(tmp), args.limit)
+    pages = load_pages(args.limit)
     rng = random.Random(11)
     originals: list[tuple[str, str]] = []
     with Progress(console=console, transient=True) as progress:

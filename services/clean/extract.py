@@ -11,15 +11,15 @@ trusting the bytes over a wrong charset header.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trafilatura
 from charset_normalizer import from_bytes
 from lxml.html import HtmlElement
 
-from services.clean.metadata import page_metadata
+from services.clean.metadata import PageMetadata, page_metadata
 from services.clean.prune import parse_html, prune_furniture
-from services.clean.textdump import is_junk_line, words
+from services.clean.textdump import clean_text_dump, is_junk_line, words
 
 MIN_WORDS = 8  # less than this is a navigation stub or an error page, not an article
 
@@ -32,16 +32,8 @@ class ExtractionError(ValueError):
 
 
 @dataclass
-class ExtractedArticle:
-    title: str
-    text: str
-    published: str = ""
-    updated: str = ""
-    authors: list[str] = field(default_factory=list)
-    canonical_url: str = ""
-    site_name: str = ""
-    description: str = ""
-    image: str = ""
+class ExtractedArticle(PageMetadata):
+    text: str = ""
     encoding: str = ""
 
 
@@ -121,17 +113,11 @@ def extract_html(html: str, url: str = "", encoding: str = "") -> ExtractedArtic
         text = rest
     if words(text) < MIN_WORDS:
         raise ExtractionError(f"no article text found in the page ({words(text)} words)")
-    return ExtractedArticle(
-        title=meta.title, text=text, published=meta.published, updated=meta.updated, authors=meta.authors,
-        canonical_url=meta.canonical_url, site_name=meta.site_name, description=meta.description,
-        image=meta.image, encoding=encoding,
-    )
+    return ExtractedArticle(**vars(meta), text=text, encoding=encoding)
 
 
 def extract_page(body: bytes, content_type: str, url: str = "") -> ExtractedArticle:
     """Raw response → article: HTML through trafilatura, plain text through the text-dump cleaner."""
-    from services.clean.textdump import clean_text_dump
-
     text, encoding = decode_body(body, content_type)
     if "text/plain" in (content_type or "").lower():
         title, article_text = clean_text_dump(text)

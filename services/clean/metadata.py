@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import urljoin
 
+from htmldate import find_date
 from lxml import html as lxml_html
 
 _PUBLISHED_KEYS = ("article:published_time", "og:published_time", "datepublished", "dc.date.issued",
@@ -50,16 +51,17 @@ def iso_datetime(value: str) -> str:
     value = value.strip()
     if not value:
         return ""
-    candidate = value.replace("Z", "+00:00") if value.endswith("Z") else value
+    try:
+        return date.fromisoformat(value).isoformat()  # a bare date stays one: no time, no offset
+    except ValueError:
+        pass
+    candidate = value[:-1] + "+00:00" if value.endswith("Z") else value
     # "+0200" offsets are common in meta tags; fromisoformat wants "+02:00".
     candidate = re.sub(r"([+-]\d{2})(\d{2})$", r"\1:\2", candidate)
     try:
-        parsed = datetime.fromisoformat(candidate.replace(" ", "T", 1) if "T" not in candidate else candidate)
+        return datetime.fromisoformat(candidate).isoformat()
     except ValueError:
         return ""
-    if len(value) <= 10 and parsed.hour == parsed.minute == 0 and "T" not in value and ":" not in value:
-        return parsed.date().isoformat()
-    return parsed.isoformat()
 
 
 def _meta_values(root: lxml_html.HtmlElement) -> dict[str, list[str]]:
@@ -138,8 +140,6 @@ def _image_url(value: Any) -> str:
 
 
 def _fallback_date(root: lxml_html.HtmlElement, url: str, original: bool) -> str:
-    from htmldate import find_date
-
     try:
         found = find_date(root, url=url or None, original_date=original, extensive_search=False,
                           outputformat="%Y-%m-%d")
