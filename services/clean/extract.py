@@ -17,11 +17,16 @@ import trafilatura
 from charset_normalizer import from_bytes
 from lxml.html import HtmlElement
 
+from services.clean.lead import missing_lead
 from services.clean.metadata import PageMetadata, page_metadata
 from services.clean.prune import parse_html, prune_furniture
-from services.clean.textdump import clean_text_dump, is_junk_line, words
+from services.clean.textdump import clean_text_dump, cut_related_tail, is_junk_line, words
 
 MIN_WORDS = 8  # less than this is a navigation stub or an error page, not an article
+# When the fast extraction is shorter than this, or the article container holds this many
+# times more text, trafilatura's fallback extractors get a say (measured: docs/choices.md).
+CASCADE_MIN_CHARS = 250
+CASCADE_CONTAINER_RATIO = 1.5
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]+)""", re.I)
 _HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9_\-:.]+)", re.I)
@@ -86,18 +91,33 @@ def decode_body(body: bytes, content_type: str = "") -> tuple[str, str]:
 
 def _postfilter(text: str) -> str:
     kept = [line for line in text.split("\n") if line.strip() and not is_junk_line(line)]
-    return "\n".join(kept)
+    return "\n".join(cut_related_tail(kept))
+
+
+def _trafilatura(root: HtmlElement, url: str, fast: bool) -> str:
+    return trafilatura.extract(root, url=url or None, include_comments=False, favor_precision=True, fast=fast,
+                               include_tables=True, deduplicate=False, with_metadata=False) or ""
 
 
 def main_text(root: HtmlElement, url: str = "") -> str:
-    """The article text of a parsed page, paragraphs joined by "\\n" (the tree is pruned in place)."""
-    prune_furniture(root)
+    """The article text of a parsed page, paragraphs joined by "\\n" (the tree is pruned in place).
+
+    A cascade: trafilatura's own extractor first (fast mode, without its readability and
+    jusText fallbacks, which cost a third of its time); the fallbacks run only when that text
+    is short or much shorter than the article container that pruning found, the cases where
+    they change the result (docs/choices.md).
+    """
+    container = prune_furniture(root)
     head = root.find("head")
     if head is not None:  # metadata was read already; trafilatura would only walk it
         head.drop_tree()
-    text = trafilatura.extract(root, url=url or None, include_comments=False, favor_precision=True,
-                               include_tables=True, deduplicate=False, with_metadata=False)
-    return _postfilter(text or "")
+    text = _trafilatura(root, url, fast=True)  # trafilatura works on a copy: root stays as it was
+    container_chars = len(" ".join(container.text_content().split())) if container is not None else 0
+    if len(text) < CASCADE_MIN_CHARS or container_chars > CASCADE_CONTAINER_RATIO * len(text):
+        text = _trafilatura(root, url, fast=False)
+    text = _postfilter(text)
+    lead = missing_lead(root, container, text) if text else ""
+    return f"{lead}\n{text}" if lead else text
 
 
 def extract_html(html: str, url: str = "", encoding: str = "") -> ExtractedArticle:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 
+from lxml import etree
 from lxml import html as lxml_html
 
 # Never content, whatever the page: removed with everything inside.
@@ -29,21 +30,21 @@ _ALWAYS_DROP = frozenset({
 _FURNITURE = frozenset({"nav", "footer", "aside", "figcaption", "form", "menu"})
 _NEVER_DROP = frozenset({"html", "head", "body", "main", "article"})
 
-# Whole words of a class or id that name furniture. The look-behinds keep layout names
-# ("has-sidebar", "no-comments", "elementor-widget") from counting.
-_FURNITURE_NAME = re.compile(
-    r"(?:^|\s|(?<!has)(?<!with)(?<!no)(?<!show)(?<!is)(?<!elementor)(?<!right)(?<!left)[_-])"
-    r"(comments?|kommentare?|shariff|share|sharing|sharer|social|socials|related|relatedposts|"
-    r"breadcrumbs?|newsletter|cookies?|consent|sidebar|footer|navbar|nav|navigation|menu|submenu|dropdown|"
-    r"teasers?|widgets?|popup|modal|subscribe|promo|pagination|pager|rating|login|toolbar|topbar|"
-    r"copyright|legal|disclaimer|credits?|sharedaddy|wp-caption|caption|byline|author|bio|meta|"
-    r"outbrain|recommended|recommendations|tags|tagcloud|skip|sr-only)"
-    r"(?:$|\s|[_-])",
-    re.IGNORECASE,
-)
-# Names that say "this is the article"; an element named both ways is kept.
-_CONTENT_NAME = re.compile(r"(?:^|[\s_-])(content|article|post|entry|story|main|body|text|hentry)(?:$|[\s_-])",
-                           re.IGNORECASE)
+# Words of a class or id (split at spaces, "-" and "_") that name furniture.
+_FURNITURE_WORDS = frozenset({
+    "comment", "comments", "kommentar", "kommentare", "shariff", "share", "sharing", "sharer", "social", "socials",
+    "related", "relatedposts", "breadcrumb", "breadcrumbs", "newsletter", "cookie", "cookies", "consent", "sidebar",
+    "footer", "navbar", "nav", "navigation", "menu", "submenu", "dropdown", "teaser", "teasers", "widget", "widgets",
+    "popup", "modal", "subscribe", "promo", "pagination", "pager", "rating", "login", "toolbar", "topbar",
+    "copyright", "legal", "disclaimer", "credit", "credits", "sharedaddy", "caption", "byline", "author", "bio",
+    "meta", "outbrain", "recommended", "recommendations", "tags", "tagcloud", "skip",
+})
+_FURNITURE_PAIRS = frozenset({("sr", "only")})  # screen-reader-only text
+# A furniture word after one of these is a layout name ("has-sidebar", "no-comments",
+# "elementor-widget", "right-sidebar"), not furniture.
+_LAYOUT_PREFIXES = frozenset({"has", "with", "no", "show", "is", "elementor", "right", "left"})
+# Words that say "this is the article"; an element named both ways is kept.
+_CONTENT_WORDS = frozenset({"content", "article", "post", "entry", "story", "main", "body", "text", "hentry"})
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 
 # Readability-style class weights for choosing the article container.
@@ -71,7 +72,7 @@ def _name_weight(element: lxml_html.HtmlElement) -> int:
     if not names:
         return 0
     weight = 25 if _POSITIVE_NAME.search(names) else 0
-    if _FURNITURE_NAME.search(names):
+    if _name_kinds(names.lower())[0]:
         weight -= 25
     return weight
 
@@ -105,33 +106,60 @@ def article_container(root: lxml_html.HtmlElement) -> lxml_html.HtmlElement | No
     return best
 
 
-def _is_furniture(element: lxml_html.HtmlElement) -> bool:
+def _name_kinds(names: str) -> tuple[bool, bool]:
+    """(names furniture, names the article) for a lower-cased "class id" string."""
+    furniture = content = False
+    for token in names.split():
+        previous = ""
+        for part in token.replace("_", "-").split("-"):
+            if part in _CONTENT_WORDS:
+                content = True
+            elif part in _FURNITURE_WORDS and previous not in _LAYOUT_PREFIXES:
+                furniture = True
+            elif (previous, part) in _FURNITURE_PAIRS:
+                furniture = True
+            previous = part
+    return furniture, content
+
+
+def _is_furniture(element: lxml_html.HtmlElement, verdicts: dict[str, bool]) -> bool:
     if element.tag in _FURNITURE:
         return True
-    if element.get("hidden") is not None or element.get("aria-hidden") == "true":
+    get = element.get
+    if get("hidden") is not None or get("aria-hidden") == "true":
         return True
-    style = element.get("style")
+    style = get("style")
     if style and _HIDDEN_STYLE.search(style):
         return True
-    names = f"{element.get('class') or ''} {element.get('id') or ''}".strip()
-    return bool(names and _FURNITURE_NAME.search(names) and not _CONTENT_NAME.search(names))
+    names = f"{get('class') or ''} {get('id') or ''}"
+    if len(names) == 1:
+        return False
+    verdict = verdicts.get(names)
+    if verdict is None:  # memoised: a page repeats its class names
+        furniture, content = _name_kinds(names.lower())
+        verdict = verdicts[names] = furniture and not content
+    return verdict
 
 
-def prune_furniture(root: lxml_html.HtmlElement) -> None:
-    """Remove scripts, hidden parts and page furniture from the tree, in place, sparing the article."""
-    for element in list(root.iter(*_ALWAYS_DROP)):
-        if element.getparent() is not None:
-            element.drop_tree()
+def prune_furniture(root: lxml_html.HtmlElement) -> lxml_html.HtmlElement | None:
+    """Remove scripts, hidden parts and page furniture from the tree, in place, sparing the article.
+
+    Returns the article container that was spared (None on a page without paragraphs).
+    """
+    # C-level removal, keeping the tail text that follows each removed element.
+    etree.strip_elements(root, *_ALWAYS_DROP, etree.Comment, etree.ProcessingInstruction, with_tail=False)
     protected: set[lxml_html.HtmlElement] = set()
-    node = article_container(root)
+    container = node = article_container(root)
     while node is not None:
         protected.add(node)
         node = node.getparent()
+    verdicts: dict[str, bool] = {}
     doomed = []
-    for element in root.iter():
-        is_comment = not isinstance(element.tag, str)  # also processing instructions
-        if is_comment or (element.tag not in _NEVER_DROP and element not in protected and _is_furniture(element)):
+    walk = etree.iterwalk(root, events=("start",))
+    for _, element in walk:
+        if element.tag not in _NEVER_DROP and element not in protected and _is_furniture(element, verdicts):
             doomed.append(element)
+            walk.skip_subtree()  # everything inside goes with it
     for element in doomed:
-        if element.getparent() is not None:  # not already gone with an ancestor
-            element.drop_tree()
+        element.drop_tree()
+    return container

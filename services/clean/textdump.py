@@ -109,6 +109,47 @@ def is_junk_line(line: str) -> bool:
     return bool(words(stripped) <= 40 and _ANY_JUNK.search(stripped))
 
 
+# Headers of the "more from us" lists that follow an article, in the languages seen in news.
+_RELATED_HEADER = re.compile(
+    r"""^\W*(
+        auch\ interessant | .*\b(könnte|dürfte|könnten)\ (dich|sie|euch)\ (auch\ )?interessieren |
+        mehr\ (zum\ thema|themen|dazu|artikel|news|nachrichten|aus\ de[rm]) |
+        weitere\ (artikel|beiträge|themen|news|nachrichten|aktuelle|infos|meldungen|informationen) |
+        (empfohlene|ähnliche|verwandte|beliebte|passende)\ (beiträge|artikel|themen|posts) |
+        schon\ gelesen | zum\ weiterlesen | weiterlesen | lesen\ sie\ (auch|mehr) | entdecke\ weitere | meistgelesen |
+        related(\ (articles?|posts?|stories|content|coverage|news|reading))? |
+        (you\ )?(may|might)\ (also\ )?(like|enjoy|be\ interested) | more\ (from|on|stories|news|articles|like\ this) |
+        recommended(\ for\ you|\ articles?|\ stories)? | read\ (more|next|also) | trending(\ now)? |
+        popular\ (posts|stories|articles) | most\ (read|popular) | further\ reading | see\ also |
+        (à\ )?lire\ aussi | sur\ le\ même\ sujet | articles?\ (similaires|liés|associés|recommandés) |
+        vous\ (aimerez|pourriez\ aimer) | les\ plus\ lus | dans\ la\ même\ rubrique | à\ voir\ aussi |
+        (también\ )?(te|le)\ puede\ interesar | (lea|lee)\ (también|más) | más\ (sobre|noticias|leídas) |
+        (noticias|artículos|notas)\ relacionad[ao]s | leggi\ anche | articoli\ correlati | potrebbe\ interessarti |
+        leia\ também | veja\ também | notícias\ relacionadas | czytaj\ (też|także|również) | zobacz\ (też|także|również) |
+        polecane | читайте\ также | по\ теме | похожие\ (новости|статьи|материалы) | ещё\ по\ теме |
+        اقرأ\ أيضا | اقرأ\ أيضاً | مواضيع\ ذات\ صلة | أخبار\ ذات\ صلة | ilgili\ haberler | bunlar\ da\ ilginizi
+    )\b""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_RELATED_HEADER_MAX_WORDS = 9
+
+
+def cut_related_tail(lines: list[str]) -> list[str]:
+    """Drop a "related articles" header and the list after it, when it sits in the text's second half.
+
+    An article may carry such a header higher up (a "read also" box after its lead); only the
+    second half is cut, where what follows the header is the site's list, not the story.
+    """
+    total = sum(len(line) for line in lines)
+    seen = 0
+    for i, line in enumerate(lines):
+        if (i >= 2 and seen >= total / 2 and words(line) <= _RELATED_HEADER_MAX_WORDS
+                and _RELATED_HEADER.match(line.strip())):
+            return lines[:i]
+        seen += len(line)
+    return lines
+
+
 def _cut_comments(lines: list[str]) -> list[str]:
     """Everything from the comment section's header on is comments, once article text was seen."""
     seen_text = False
@@ -128,7 +169,7 @@ def clean_text_dump(text: str) -> tuple[str, str]:
     """(title, article text) of a page-text dump; paragraphs joined by "\\n"."""
     lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     lines = [line for line in lines if line.strip()]
-    lines = _cut_comments(lines)
+    lines = cut_related_tail(_cut_comments(lines))
 
     lines = [line for line in lines if not is_junk_line(line)]
     body_idx = [i for i, line in enumerate(lines) if is_sentence_like(line)]
