@@ -117,7 +117,7 @@ def main_text(root: HtmlElement, url: str = "") -> str:
         text = _trafilatura(root, url, fast=False)
     text = _postfilter(text)
     lead = missing_lead(root, container, text) if text else ""
-    return f"{lead}\n{text}" if lead else text
+    return f"{lead}\n{text}" if lead and not is_junk_line(lead) else text
 
 
 def extract_html(html: str, url: str = "", encoding: str = "") -> ExtractedArticle:

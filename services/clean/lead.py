@@ -16,6 +16,8 @@ import re
 
 from lxml.html import HtmlElement
 
+from services.clean.textdump import is_junk_line
+
 # Whole words of a class or id that name a lead. "text-with-summary" (Drupal's body field) and
 # "site-description" (a blog's tagline) are not leads.
 _LEAD_NAME = re.compile(
@@ -26,6 +28,7 @@ _LEAD_NAME = re.compile(
     re.IGNORECASE,
 )
 _LEAD_TAGS = frozenset({"p", "div", "h2", "h3", "section", "span", "strong", "header"})
+_BLOCKS = ("p", "div", "section", "header", "ul", "ol", "li", "table", "h1", "h2", "h3", "h4", "figure")
 MIN_LEAD_CHARS = 40  # shorter is a kicker or a label, not a lead
 MAX_LINK_SHARE = 0.3  # more of its text in links is a teaser list
 
@@ -56,5 +59,14 @@ def missing_lead(root: HtmlElement, container: HtmlElement | None, text: str) ->
         linked = sum(len(link.text_content()) for link in element.iter("a"))
         if linked > MAX_LINK_SHARE * len(lead):
             continue
-        return lead
+        return "\n".join(_lines(element))
     return ""
+
+
+def _lines(element: HtmlElement) -> list[str]:
+    """The lead's text by block (a wrapper may hold an ad label or a caption beside the lead)."""
+    leaves = [block for block in element.iter(*_BLOCKS)
+              if block is not element and next(block.iterdescendants(*_BLOCKS), None) is None]
+    if not leaves:
+        return [_squash(element.text_content())]
+    return [line for line in (_squash(leaf.text_content()) for leaf in leaves) if line and not is_junk_line(line)]

@@ -28,6 +28,9 @@ _ALWAYS_DROP = frozenset({
 })
 # Page furniture by its tag; dropped unless it holds the article.
 _FURNITURE = frozenset({"nav", "footer", "aside", "figcaption", "form", "menu"})
+# Headings are not dropped for their names: a heading's id is often made from its words
+# (id="nav_..." for a heading that starts with "Nav...").
+_TEXT_BLOCKS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 _NEVER_DROP = frozenset({"html", "head", "body", "main", "article"})
 
 # Words of a class or id (split at spaces, "-" and "_") that name furniture.
@@ -45,6 +48,12 @@ _FURNITURE_PAIRS = frozenset({("sr", "only")})  # screen-reader-only text
 _LAYOUT_PREFIXES = frozenset({"has", "with", "no", "show", "is", "elementor", "right", "left"})
 # Words that say "this is the article"; an element named both ways is kept.
 _CONTENT_WORDS = frozenset({"content", "article", "post", "entry", "story", "main", "body", "text", "hentry"})
+# Elements the page itself marks as the article body (schema.org, the common CMS classes);
+# spared with their ancestors like the container. Blogger posts written with <br> and no <p>
+# score nothing as paragraphs, yet sit in "post-body entry-content" inside "widget Blog".
+_BODY_MARKED = etree.XPath(
+    "//div[contains(@class, 'entry-content') or contains(@class, 'post-body')] | //*[@itemprop='articleBody']"
+)
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 
 # Readability-style class weights for choosing the article container.
@@ -114,9 +123,8 @@ def _name_kinds(names: str) -> tuple[bool, bool]:
         for part in token.replace("_", "-").split("-"):
             if part in _CONTENT_WORDS:
                 content = True
-            elif part in _FURNITURE_WORDS and previous not in _LAYOUT_PREFIXES:
-                furniture = True
-            elif (previous, part) in _FURNITURE_PAIRS:
+            elif ((part in _FURNITURE_WORDS and previous not in _LAYOUT_PREFIXES)
+                  or (previous, part) in _FURNITURE_PAIRS):
                 furniture = True
             previous = part
     return furniture, content
@@ -131,6 +139,8 @@ def _is_furniture(element: lxml_html.HtmlElement, verdicts: dict[str, bool]) -> 
     style = get("style")
     if style and _HIDDEN_STYLE.search(style):
         return True
+    if element.tag in _TEXT_BLOCKS:
+        return False
     names = f"{get('class') or ''} {get('id') or ''}"
     if len(names) == 1:
         return False
@@ -149,10 +159,11 @@ def prune_furniture(root: lxml_html.HtmlElement) -> lxml_html.HtmlElement | None
     # C-level removal, keeping the tail text that follows each removed element.
     etree.strip_elements(root, *_ALWAYS_DROP, etree.Comment, etree.ProcessingInstruction, with_tail=False)
     protected: set[lxml_html.HtmlElement] = set()
-    container = node = article_container(root)
-    while node is not None:
-        protected.add(node)
-        node = node.getparent()
+    container = article_container(root)
+    for node in [container, *_BODY_MARKED(root)]:
+        while node is not None and node not in protected:
+            protected.add(node)
+            node = node.getparent()
     verdicts: dict[str, bool] = {}
     doomed = []
     walk = etree.iterwalk(root, events=("start",))

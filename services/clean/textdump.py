@@ -56,6 +56,9 @@ _CREDIT_OR_POINTER = re.compile(
     r"""^\W*(
         (foto|fotos|bild|bilder|photo|photos|image|images|quelle|titelbild|credit|crédits?|fuente|źródło|фото)
             (\s*[:©/].*)? |
+        (crédits?\ photos?|photo\ credits?|bildnachweis|beitragsbild|image\ illustrative|copyright)\s*:.* |
+        (letzte\ änderung|aktualisiert(\ am)?|zuletzt\ aktualisiert|last\ (updated|modified)|updated(\ on)?|
+            mis\ à\ jour(\ le)?|actualizado(\ el)?|release\ date|news\ date)\s*:?\s*[\d\s./:-]* |
         (auch|mehr)\s+(lesen|zum\s+thema).* | weitere\s+(informationen|artikel|beiträge|themen).* |
         das\s+könnte\s+(sie|dich)\s+auch\s+interessieren.* | lesen\s+sie\s+(auch|mehr).* |
         you\s+may\s+also\s+like.* | see\s+also.* | (ver|vea|lee|lea)\s+también.* |
@@ -66,6 +69,40 @@ _CREDIT_OR_POINTER = re.compile(
     )\W*$""",
     re.IGNORECASE | re.VERBOSE,
 )
+
+# A pointer to another story: "Lea también: <headline>", "Read more: <headline>". Any length
+# a headline has; the label is what makes it a pointer.
+_POINTER_LABEL = re.compile(
+    r"""^\W*(
+        (lea|lee|vea|ver|mira)\ (también|más) | (le|te)\ puede\ interesar | puedes\ ver | más\ sobre |
+        read\ (more|also|next) | see\ also | related | also\ read | (à\ )?lire\ (aussi|également) | voir\ aussi |
+        lesen\ sie\ (auch|hier|mehr) | mehr\ zum\ thema | auch\ interessant | dowiedz\ się\ więcej |
+        (czytaj|zobacz)\ (też|także|również) | leia\ também | veja\ também | leggi\ anche | читайте\ также |
+        اقرأ\ أيضا | اقرأ\ أيضاً
+    )\s*[:»>-]""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# The site speaking about itself: subscription and newsletter calls, app and social-media
+# prompts, advertising and affiliate notices, paywall notes. Matched inside lines of up to
+# _PROMO_MAX_WORDS words, where they are the whole point of the line.
+_PROMO = re.compile(
+    r"""(
+        \bsubscribe\ (now|today|here|to\ (our|the))\b | \bsign\ up\ (here|now|for\ our|to\ our)\b |
+        \balready\ a\ subscriber\b | \bfor\ the\ full\ story\b | \bto\ view\ the\ full\ story\b |
+        \bfollow\ (us|the\ \w+|@\w+)\ on\ (twitter|facebook|instagram|x)\b |
+        \bdownload\ (the|our)\ [\w\ ]{0,20}apps?\b | \bletters?\ to\ the\ editor\b | \bour\ advertisers\b |
+        \bwe\ may\ (receive|earn)\ (a\ )?(compensation|commission) |
+        \bzum\ newsletter\b | \bnewsletter\ (abonnieren|anmelden|bestellen)\b | \baffiliate[-\ ]links?\b |
+        ^\W*(werbung|anzeige)\s*([:.|,]|$) | \bunterstütze\ \w+\ (bereits|jetzt|mit)\b |
+        \bsuscr[ií]bete\b | \bhazte\ (miembro|socio)\b | \b(canal|grupo)\ de\ (telegram|youtube|whatsapp)\b |
+        \bnuestro\ canal\ de\b | \binscrivez-vous\ à\ (notre|la)\ newsletter\b |
+        \bподпишитесь\ на\ наш\b
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_PROMO_MAX_WORDS = 40
+# Breadcrumbs: "Home » Politics » ..." (two or more separators; a quotation's « » is not one).
+_BREADCRUMB = re.compile(r"^(?!.*«)[^»›]{1,60}\s[»›]\s[^»›]{1,80}\s[»›]\s")
 
 _SOCIAL = ("facebook|fb|twitter|x|telegram|youtube|instagram|tiktok|dzen|spotify|vk|vkontakte|whatsapp|"
            "linkedin|pinterest|reddit|rss|threads|mastodon|viber|ok|email|e-mail|google\\+?|flipboard")
@@ -106,6 +143,9 @@ def is_junk_line(line: str) -> bool:
         return True
     if len(stripped) < 80 and _CREDIT_OR_POINTER.match(stripped):
         return True
+    if words(stripped) <= _PROMO_MAX_WORDS and (_POINTER_LABEL.match(stripped) or _PROMO.search(stripped)
+                                                or _BREADCRUMB.match(stripped)):
+        return True
     return bool(words(stripped) <= 40 and _ANY_JUNK.search(stripped))
 
 
@@ -125,7 +165,8 @@ _RELATED_HEADER = re.compile(
         vous\ (aimerez|pourriez\ aimer) | les\ plus\ lus | dans\ la\ même\ rubrique | à\ voir\ aussi |
         (también\ )?(te|le)\ puede\ interesar | (lea|lee)\ (también|más) | más\ (sobre|noticias|leídas) |
         (noticias|artículos|notas)\ relacionad[ao]s | leggi\ anche | articoli\ correlati | potrebbe\ interessarti |
-        leia\ também | veja\ também | notícias\ relacionadas | czytaj\ (też|także|również) | zobacz\ (też|także|również) |
+        leia\ também | veja\ também | notícias\ relacionadas |
+        czytaj\ (też|także|również) | zobacz\ (też|także|również) |
         polecane | читайте\ также | по\ теме | похожие\ (новости|статьи|материалы) | ещё\ по\ теме |
         اقرأ\ أيضا | اقرأ\ أيضاً | مواضيع\ ذات\ صلة | أخبار\ ذات\ صلة | ilgili\ haberler | bunlar\ da\ ilginizi
     )\b""",
