@@ -25,8 +25,10 @@ from services.clean.textdump import clean_text_dump, cut_related_tail, is_junk_l
 MIN_WORDS = 8  # less than this is a navigation stub or an error page, not an article
 # When the fast extraction is shorter than this, or the article container holds this many
 # times more text, trafilatura's fallback extractors get a say (measured: docs/choices.md).
+# But a fast extraction of this length or more stands: its fallbacks then cost much and change little.
 CASCADE_MIN_CHARS = 250
 CASCADE_CONTAINER_RATIO = 1.5
+CASCADE_MAX_CHARS = 1000
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]+)""", re.I)
 _HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9_\-:.]+)", re.I)
@@ -113,7 +115,8 @@ def main_text(root: HtmlElement, url: str = "") -> str:
         head.drop_tree()
     text = _trafilatura(root, url, fast=True)  # trafilatura works on a copy: root stays as it was
     container_chars = len(" ".join(container.text_content().split())) if container is not None else 0
-    if len(text) < CASCADE_MIN_CHARS or container_chars > CASCADE_CONTAINER_RATIO * len(text):
+    short = len(text) < CASCADE_MIN_CHARS or container_chars > CASCADE_CONTAINER_RATIO * len(text)
+    if short and len(text) < CASCADE_MAX_CHARS:
         text = _trafilatura(root, url, fast=False)
     text = _postfilter(text)
     lead = missing_lead(root, container, text) if text else ""

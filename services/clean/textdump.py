@@ -84,7 +84,7 @@ _POINTER_LABEL = re.compile(
 )
 # The site speaking about itself: subscription and newsletter calls, app and social-media
 # prompts, advertising and affiliate notices, paywall notes. Matched inside lines of up to
-# _PROMO_MAX_WORDS words, where they are the whole point of the line.
+# _JUNK_MAX_WORDS words, where they are the whole point of the line.
 _PROMO = re.compile(
     r"""(
         \bsubscribe\ (now|today|here|to\ (our|the))\b | \bsign\ up\ (here|now|for\ our|to\ our)\b |
@@ -100,7 +100,7 @@ _PROMO = re.compile(
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
-_PROMO_MAX_WORDS = 40
+_JUNK_MAX_WORDS = 40  # longer lines are running text, whatever phrase they hold
 # Breadcrumbs: "Home » Politics » ..." (two or more separators; a quotation's « » is not one).
 _BREADCRUMB = re.compile(r"^(?!.*«)[^»›]{1,60}\s[»›]\s[^»›]{1,80}\s[»›]\s")
 
@@ -121,6 +121,20 @@ _COMMENT_HEADER = re.compile(
 )
 
 
+def _gate(pattern: re.Pattern[str]) -> re.Pattern[str]:
+    """A looser copy of a case-insensitive pattern, for lower-cased text, without word boundaries.
+
+    Searching many phrases inside a line is slow when each may start anywhere: without
+    IGNORECASE and leading \\b the regex engine skips ahead by first character, 3–5× faster.
+    The exact pattern then runs only on the few lines the gate lets through.
+    """
+    return re.compile(pattern.pattern.replace(r"\b", ""), re.VERBOSE)
+
+
+_PROMO_GATE = _gate(_PROMO)
+_ANY_JUNK_GATE = _gate(_ANY_JUNK)
+
+
 def words(line: str) -> int:
     return len(_WORD.findall(line))
 
@@ -136,17 +150,21 @@ def is_junk_line(line: str) -> bool:
     stripped = line.strip()
     if not stripped:
         return True
-    if words(stripped) <= 8 and (_SHORT_JUNK.match(stripped) or _SOCIAL_RUN.match(stripped)
-                                 or _PHONE.match(stripped) or _VOTE.match(stripped)
-                                 or _COMMENT_HEADER.match(stripped)
-                                 or _TIMESTAMP.match(stripped)):
+    count = words(stripped)
+    if count > _JUNK_MAX_WORDS:  # running text; every rule below is for shorter lines
+        return False
+    if count <= 8 and (_SHORT_JUNK.match(stripped) or _SOCIAL_RUN.match(stripped)
+                       or _PHONE.match(stripped) or _VOTE.match(stripped)
+                       or _COMMENT_HEADER.match(stripped)
+                       or _TIMESTAMP.match(stripped)):
         return True
     if len(stripped) < 80 and _CREDIT_OR_POINTER.match(stripped):
         return True
-    if words(stripped) <= _PROMO_MAX_WORDS and (_POINTER_LABEL.match(stripped) or _PROMO.search(stripped)
-                                                or _BREADCRUMB.match(stripped)):
+    if _POINTER_LABEL.match(stripped) or _BREADCRUMB.match(stripped):
         return True
-    return bool(words(stripped) <= 40 and _ANY_JUNK.search(stripped))
+    lowered = stripped.lower()
+    return bool((_PROMO_GATE.search(lowered) and _PROMO.search(stripped))
+                or (_ANY_JUNK_GATE.search(lowered) and _ANY_JUNK.search(stripped)))
 
 
 # Headers of the "more from us" lists that follow an article, in the languages seen in news.
