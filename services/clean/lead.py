@@ -43,7 +43,7 @@ def missing_lead(root: HtmlElement, container: HtmlElement | None, text: str) ->
         return ""
     squashed = _squash(text)
     reached_container = False
-    for element in root.iter():
+    for element in root.iter(*_LEAD_TAGS, container.tag):  # the container's tag: to see where it starts
         if element is container:
             reached_container = True
         if element.tag not in _LEAD_TAGS:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from services.clean.extract import decode_body, extract_page
+from services.clean.extract import decode_body, extract_page, main_text
+from services.clean.lead import missing_lead
 from services.clean.metadata import iso_datetime, page_metadata
 from services.clean.prune import article_container, parse_html, prune_furniture
-from services.clean.textdump import is_junk_line
+from services.clean.textdump import cut_related_tail, is_junk_line
 
 ARTICLE = [
     "Le ministre arménien des Affaires étrangères, Ararat Mirzoyan, a reçu mardi à Erevan son homologue "
@@ -132,3 +133,88 @@ def test_credit_and_pointer_lines_are_junk(line: str) -> None:
                                   "Mai 2026 wird ein wichtiger Monat für den Transit, sagte der Minister."])
 def test_sentences_that_start_like_credits_are_kept(line: str) -> None:
     assert not is_junk_line(line)
+
+
+@pytest.mark.parametrize("line", [
+    "Lea también: Impiden ingreso a Nicaragua a reportero y camarógrafo estadounidense",
+    "Read more: Looted colonial art: Germany to set up new contact office",
+    "LE PUEDE INTERESAR: La ficha del expresidente en el tribunal de Nueva York",
+    "Subscribe now to our eNATION edition for the full story.",
+    "Follow The Gleaner on Twitter and Instagram @JamaicaGleaner and on Facebook @GleanerJamaica.",
+    "This post contains references to products from one or more of our advertisers.",
+    "Anzeige, enthält Affiliate Links",
+    "Homepage » Militär » CAE bildet künftig Luftwaffen-Piloten in Bremen aus",
+    "Letzte Änderung 14.02.2019", "Aktualisiert am 17.01.2021.", "Crédits photos : Bestimage",
+    "Copyright: Gisele Wender",
+])
+def test_pointer_promo_breadcrumb_and_update_lines_are_junk(line: str) -> None:
+    assert is_junk_line(line)
+
+
+@pytest.mark.parametrize("line", [
+    "Werbung nervt. Tracking nervt. Und gerade mobil habe ich keine Zeit, Werbung herunterzuladen.",
+    "Retour sur les revues de rang « 1 » ou « 1* » où les chercheurs français « placent » leurs articles.",
+    "Le ministre a dit qu'il lirait aussi le rapport avant de signer l'accord avec Tbilissi.",
+    "Des milliers d'abonnés ont reçu la lettre de la compagnie, qui annonce une hausse des tarifs dès mai.",
+])
+def test_sentences_with_promo_words_or_quotes_are_kept(line: str) -> None:
+    assert not is_junk_line(line)
+
+
+def test_related_list_is_cut_only_in_the_second_half() -> None:
+    lines = [*ARTICLE, "Sur le même sujet", "Le port de Poti agrandi", "Bakou et Ankara signent"]
+    assert cut_related_tail(lines) == ARTICLE
+    early = [ARTICLE[0], "À lire aussi", *ARTICLE[1:]]
+    assert cut_related_tail(early) == early  # a box after the lead: the story goes on below it
+
+
+LEAD = ("Erevan et Tbilissi veulent un guichet unique à la frontière d'ici l'été, pour que les camions "
+        "ne restent plus deux jours à Bagratachen.")
+
+
+def lead_page(lead_block: str, after: str = "") -> str:
+    paragraphs = "".join(f"<p>{p}</p>" for p in ARTICLE)
+    return f"""<html><body><article><header><h1>Transit</h1>{lead_block}</header>
+<div class="article-body">{paragraphs}</div></article>{after}</body></html>"""
+
+
+def test_missing_lead_is_found_before_the_container() -> None:
+    root = parse_html(lead_page(f'<p class="article__lead">{LEAD}</p>'))
+    container = prune_furniture(root)
+    body_text = "\n".join(ARTICLE)
+    assert missing_lead(root, container, body_text) == LEAD
+    assert missing_lead(root, container, f"{LEAD}\n{body_text}") == ""  # already there
+
+
+def test_lead_wrapper_keeps_its_text_blocks_and_drops_labels() -> None:
+    block = f'<div class="intro"><div>Publicité</div><p>{LEAD}</p></div>'
+    root = parse_html(lead_page(block))
+    container = prune_furniture(root)
+    assert missing_lead(root, container, "\n".join(ARTICLE)) == LEAD
+
+
+def test_teaser_after_the_article_is_not_a_lead() -> None:
+    teaser = '<div class="teaser-text">Bakou et Ankara signent un accord gazier de long terme pour vingt ans.</div>'
+    root = parse_html(lead_page("", after=teaser))
+    container = prune_furniture(root)
+    assert missing_lead(root, container, "\n".join(ARTICLE)) == ""
+
+
+def test_heading_named_like_furniture_is_kept() -> None:
+    html = lead_page('<h2 id="nav_transit_1">Navettes et camions : ce qui change</h2>')
+    root = parse_html(html)
+    prune_furniture(root)
+    assert root.find(".//h2[@id='nav_transit_1']") is not None
+
+
+def test_blogger_post_without_paragraphs_is_spared() -> None:
+    post = "<br>".join(ARTICLE)
+    html = f"""<html><body><div class="widget Blog"><div class="post hentry">
+<div class="post-body entry-content">{post}</div></div></div>
+<div class="sidebar"><p>{ARTICLE[0]} Archives, catégories et liens vers d'autres blogs amis du Caucase.</p>
+<p>Un autre billet du même auteur, publié en avril, sur la route de Tbilissi et ses travaux.</p></div>
+</body></html>"""
+    text = main_text(parse_html(html))
+    for sentence in ARTICLE:
+        assert sentence in text
+    assert "Archives" not in text
