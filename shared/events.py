@@ -94,6 +94,9 @@ class EntityHit(msgspec.Struct, kw_only=True):
     name: str  # canonical (English) name
     type: str  # person, place, organisation, ...
     mentions: list[Mention] = msgspec.field(default_factory=list)
+    # "table": found by the name table; "ner": found by NER and linked to the table;
+    # "ner-unlinked": found by NER only (id "ner:<type>:<name>", no canonical entity).
+    source: str = "table"
 
 
 class TaggedArticle(Event, tag="tagged_article/1"):

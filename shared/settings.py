@@ -42,6 +42,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "clean: estimated Jaccard similarity of word shingles above which two articles are one story"),
     EnvVar("NEWSWATCH_ENTITY_TABLE", "", "entities: extra entity table YAML (added to the built-in table)"),
     EnvVar("NEWSWATCH_WATCHLIST", "", "entities: user watchlist YAML, reloaded when it changes"),
+    EnvVar("NEWSWATCH_NER_LANGUAGES", "fr,ru",
+           "entities: languages whose articles also go through statistical NER (fr: spaCy, ru: natasha; empty: none)"),
     EnvVar("NEWSWATCH_RULES", "config/rules.yaml", "alert: rules YAML, reloaded when it changes"),
     EnvVar("NEWSWATCH_WEBHOOK_TIMEOUT", "10", "alert: seconds before a webhook POST is abandoned"),
     EnvVar("NEWSWATCH_WEBHOOK_RETRIES", "3", "alert: attempts per webhook delivery"),
@@ -84,6 +86,7 @@ class Settings:
     near_dup_threshold: float
     entity_table: str
     watchlist: str
+    ner_languages: str
     rules: str
     webhook_timeout: float
     webhook_retries: int
@@ -106,6 +109,10 @@ class Settings:
             except ValueError as exc:
                 raise ValueError(f"NEWSWATCH_{f.name.upper()}={raw!r} is not a valid {kind}") from exc
         return cls(**values)
+
+    @property
+    def ner_language_list(self) -> list[str]:
+        return [s.strip() for s in self.ner_languages.split(",") if s.strip()]
 
     @property
     def bootstrap_servers(self) -> list[str]:

