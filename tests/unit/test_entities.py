@@ -8,6 +8,7 @@ import pytest
 
 from services.entities.kb import TableSource, arabic_forms, load_table, russian_forms
 from services.entities.match import Matcher
+from services.entities.ner import Linker, NerMention, Recognisers, SpacyFrench
 from services.entities.service import tag
 
 MATCHER = Matcher(load_table())
@@ -85,3 +86,50 @@ def test_watchlist_is_reloaded(tmp_path: Path) -> None:
     os.utime(watch, (2, 2))
     assert not source.reload()  # a broken edit keeps the table it had
     assert any(e.id == "Q7747" for e in source.entities)
+
+
+class FakeRecogniser:
+    """Stands in for a NER model: returns the mentions it was given."""
+
+    def __init__(self, mentions: list[NerMention]) -> None:
+        self._mentions = mentions
+
+    def mentions(self, text: str) -> list[NerMention]:
+        return self._mentions
+
+
+def test_ner_mentions_are_linked_by_name_or_unique_surname() -> None:
+    linker = Linker(load_table())
+    def linked(text: str) -> str | None:
+        entity = linker.link(NerMention(0, len(text), "PER", text))
+        return entity.id if entity else None
+
+    assert linked("Sergueï Lavrov") == "nw:person:sergey-lavrov"
+    assert linked("Сергея Лаврова") == "nw:person:sergey-lavrov"  # surname in the genitive
+    assert linked("M. Pachinian") == "nw:person:nikol-pashinyan"
+    assert linker.link(NerMention(0, 15, "PER", "Emmanuel Macron")) is None
+    assert linker.link(NerMention(0, 6, "ORG", "Moscou")) is None  # a place is not an organisation
+
+
+def test_tag_adds_what_the_table_misses_once() -> None:
+    text = "Vladimir Poutine a reçu Emmanuel Macron au Kremlin."
+    recogniser = FakeRecogniser([NerMention(0, 16, "PER", "Vladimir Poutine"),
+                                 NerMention(24, 39, "PER", "Emmanuel Macron")])
+    table = load_table()
+    found = {e.id: e for e in tag(Matcher(table), "", text, recogniser, Linker(table))}
+    assert found["Q7747"].source == "table" and len(found["Q7747"].mentions) == 1  # not counted twice
+    macron = found["ner:person:emmanuel macron"]
+    assert macron.source == "ner-unlinked" and macron.type == "person"
+    assert text[macron.mentions[0].start:macron.mentions[0].end] == "Emmanuel Macron"
+
+
+def test_ner_languages_are_checked() -> None:
+    with pytest.raises(ValueError, match="no NER model for xx"):
+        Recognisers(["fr", "xx"])
+    assert Recognisers([]).for_language("fr") is None
+
+
+def test_spacy_french_finds_people_and_places() -> None:
+    found = SpacyFrench().mentions("Le président Emmanuel Macron s'est rendu à Marseille mardi.")
+    assert ("Emmanuel Macron", "PER") in {(m.text, m.label) for m in found}
+    assert ("Marseille", "LOC") in {(m.text, m.label) for m in found}
