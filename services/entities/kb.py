@@ -30,6 +30,11 @@ class Entity:
     name: str
     names: dict[str, list[str]] = field(default_factory=dict)
     acronyms: list[str] = field(default_factory=list)
+    iso: str = ""  # ISO 3166 alpha-2 of a country: the run-time country list merges into this entry
+    geonames: int = 0  # GeoNames id of a place: the run-time city list merges into this entry
+    # Needs context: the entity counts only if one of these words is also in the text (a name
+    # shared with something else, such as "Georgia", the country and the US state).
+    context: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -62,14 +67,42 @@ def _parse(doc: Any, origin: str) -> list[Entity]:
             id=str(raw["id"]), type=str(raw.get("type", "other")), name=str(raw.get("name", raw["id"])),
             names={str(lang): [str(x) for x in (v if isinstance(v, list) else [v])] for lang, v in names.items()},
             acronyms=[str(x) for x in raw.get("acronyms") or []],
+            iso=str(raw.get("iso") or ""), geonames=int(raw.get("geonames") or 0),
+            context=[str(x) for x in raw.get("context") or []],
         ))
     return out
 
 
-def load_table(extra_paths: list[str] | None = None) -> list[Entity]:
-    """The built-in table plus extra tables (later files add names to existing ids)."""
+def _merge_gazetteer(entities: list[Entity]) -> None:
+    """Add the run-time countries and cities: into the curated entry that claims them (by ISO code,
+    GeoNames id or English name), else as entities of their own, without names another entity has."""
+    from services.entities.gazetteer import gazetteer
+
+    by_iso = {e.iso: e for e in entities if e.iso}
+    by_geonames = {e.geonames: e for e in entities if e.geonames}
+    by_english = {n: e for e in entities if e.type == "place" for n in e.names.get("en", [])}
+    owned = {fold_name(n) for e in entities for names in e.names.values() for n in names}
+    for found in gazetteer():
+        english = found.names.get("en", [])
+        target = (by_iso.get(found.iso) if found.iso else None) or by_geonames.get(found.geonames) \
+            or next((by_english[n] for n in english if n in by_english), None)
+        fresh = {lang: [n for n in names if fold_name(n) not in owned] for lang, names in found.names.items()}
+        fresh = {lang: names for lang, names in fresh.items() if names}
+        if target is not None:
+            for lang, names in fresh.items():
+                target.names.setdefault(lang, []).extend(names)
+        elif fresh:
+            entities.append(Entity(found.id, found.type, found.name, fresh, iso=found.iso, geonames=found.geonames))
+        owned.update(fold_name(n) for names in fresh.values() for n in names)
+
+
+def load_table(extra_paths: list[str] | None = None, gazetteer: bool = True) -> list[Entity]:
+    """The built-in table, the run-time countries and cities, then extra tables (later files add
+    names to existing ids)."""
     builtin = resources.files("services.entities").joinpath("data/entities.yaml").read_text("utf-8")
     entities = _parse(yaml.safe_load(builtin), "built-in table")
+    if gazetteer:
+        _merge_gazetteer(entities)
     by_id = {e.id: e for e in entities}
     for path in extra_paths or []:
         if not path:
