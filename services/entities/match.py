@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import ahocorasick
 
 from services.entities.kb import Alias, Entity, aliases
-from services.entities.normalise import fold, is_word_char
+from services.entities.normalise import fold, fold_name, is_word_char
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,9 @@ class Matcher:
         for folded, group in grouped.items():
             self._automaton.add_word(folded, (len(folded), tuple(group)))
         self._automaton.make_automaton()
+        # Entities that need context: the folded words, one of which must be in the text too.
+        self._context = {i: [fold_name(w) for w in e.context if fold_name(w)]
+                         for i, e in enumerate(entities) if e.context}
 
     @staticmethod
     def _accept(alias: Alias, original: str) -> bool:
@@ -62,6 +65,9 @@ class Matcher:
                 continue
             # The mention is the name without a joined clitic: وبوتين → بوتين.
             o_start, o_end = index[start + alias.prefix], index[end - 1] + 1
-            hits.append(Hit(self.entities[alias.entity], o_start, o_end, text[o_start:o_end]))
             taken_until = end
+            context = self._context.get(alias.entity)
+            if context and not any(word in folded for word in context):
+                continue  # an ambiguous name with nothing around it that says which thing it is
+            hits.append(Hit(self.entities[alias.entity], o_start, o_end, text[o_start:o_end]))
         return hits

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from services.entities.gazetteer import usable_name
 from services.entities.kb import TableSource, arabic_forms, load_table, russian_forms
 from services.entities.match import Matcher
 from services.entities.ner import Linker, NerMention, Recognisers, SpacyFrench
@@ -133,3 +134,38 @@ def test_spacy_french_finds_people_and_places() -> None:
     found = SpacyFrench().mentions("Le président Emmanuel Macron s'est rendu à Marseille mardi.")
     assert ("Emmanuel Macron", "PER") in {(m.text, m.label) for m in found}
     assert ("Marseille", "LOC") in {(m.text, m.label) for m in found}
+
+
+def test_entity_that_needs_context_counts_only_with_it(tmp_path: Path) -> None:
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("""entities:
+  - id: nw:place:jordan-river
+    type: place
+    name: Jordan River
+    names: {en: [Jordan]}
+    context: [river, Dead Sea]
+""", "utf-8")
+    matcher = Matcher(load_table([str(extra)], gazetteer=False))
+    assert [h.entity.id for h in matcher.find("Jordan scored twenty points last night.")] == []
+    found = [h.entity.id for h in matcher.find("The Jordan flows into the Dead Sea.")]
+    assert found == ["nw:place:jordan-river"]
+
+
+@pytest.mark.parametrize(("text", "entity"), [
+    ("Le président s'est rendu en France.", "iso3166:FR"), ("زار الرئيس فرنسا أمس", "iso3166:FR"),
+    ("Визит во Францию", "iso3166:FR"), ("Almanya ile görüşme", "iso3166:DE"),
+    ("Meeting in Buenos Aires", None), ("Flüge nach Peking", None),
+])
+def test_run_time_countries_and_cities(text: str, entity: str | None) -> None:
+    found = [h.entity for h in MATCHER.find(text)]
+    assert found, text
+    if entity:
+        assert found[0].id == entity
+    else:
+        assert found[0].id.startswith("geonames:") and found[0].type == "place"
+
+
+def test_gazetteer_names_that_look_like_words_or_codes_are_not_used() -> None:
+    assert not usable_name("BAK") and not usable_name("baku") and not usable_name("Also")
+    assert usable_name("Bakou") and usable_name("باكو")
+    assert ids("the nice weather in may") == []
