@@ -81,9 +81,15 @@ def cities() -> list[Entity]:
         known = chosen.get(city["name"])
         if known is None or city["population"] > known["population"]:
             chosen[city["name"]] = city
+    # An alternate name that is another town's own name is ambiguous: "Vienne" is Vienna in
+    # French, and a town near Lyon.
+    own_names: dict[str, int] = {}
+    for city in cache.get_cities().values():
+        own_names.setdefault(city["name"], city["geonameid"])
     out = []
     for city in chosen.values():
-        alternates = [n for n in dict.fromkeys(city.get("alternatenames") or []) if usable_name(n)]
+        alternates = [n for n in dict.fromkeys(city.get("alternatenames") or [])
+                      if usable_name(n) and own_names.get(n, city["geonameid"]) == city["geonameid"]]
         names = {"en": [city["name"]] if usable_name(city["name"]) else []}
         names["xx"] = [n for n in alternates if n != city["name"]]  # GeoNames does not say which language
         out.append(Entity(id=f"geonames:{city['geonameid']}", type="place", name=city["name"],

@@ -108,20 +108,20 @@ def test_ner_mentions_are_linked_by_name_or_unique_surname() -> None:
     assert linked("Sergueï Lavrov") == "nw:person:sergey-lavrov"
     assert linked("Сергея Лаврова") == "nw:person:sergey-lavrov"  # surname in the genitive
     assert linked("M. Pachinian") == "nw:person:nikol-pashinyan"
-    assert linker.link(NerMention(0, 15, "PER", "Emmanuel Macron")) is None
+    assert linker.link(NerMention(0, 15, "PER", "Anna Petrossian")) is None
     assert linker.link(NerMention(0, 6, "ORG", "Moscou")) is None  # a place is not an organisation
 
 
 def test_tag_adds_what_the_table_misses_once() -> None:
-    text = "Vladimir Poutine a reçu Emmanuel Macron au Kremlin."
+    text = "Vladimir Poutine a reçu Anna Petrossian au Kremlin."
     recogniser = FakeRecogniser([NerMention(0, 16, "PER", "Vladimir Poutine"),
-                                 NerMention(24, 39, "PER", "Emmanuel Macron")])
+                                 NerMention(24, 39, "PER", "Anna Petrossian")])
     table = load_table()
     found = {e.id: e for e in tag(Matcher(table), "", text, recogniser, Linker(table))}
     assert found["Q7747"].source == "table" and len(found["Q7747"].mentions) == 1  # not counted twice
-    macron = found["ner:person:emmanuel macron"]
-    assert macron.source == "ner-unlinked" and macron.type == "person"
-    assert text[macron.mentions[0].start:macron.mentions[0].end] == "Emmanuel Macron"
+    unlinked = found["ner:person:anna petrossian"]
+    assert unlinked.source == "ner-unlinked" and unlinked.type == "person"
+    assert text[unlinked.mentions[0].start:unlinked.mentions[0].end] == "Anna Petrossian"
 
 
 def test_ner_languages_are_checked() -> None:
