@@ -114,10 +114,10 @@ def main_text(root: HtmlElement, url: str = "") -> str:
     if head is not None:  # metadata was read already; trafilatura would only walk it
         head.drop_tree()
     text = _trafilatura(root, url, fast=True)  # trafilatura works on a copy: root stays as it was
-    container_chars = len(" ".join(container.text_content().split())) if container is not None else 0
-    short = len(text) < CASCADE_MIN_CHARS or container_chars > CASCADE_CONTAINER_RATIO * len(text)
-    if short and len(text) < CASCADE_MAX_CHARS:
-        text = _trafilatura(root, url, fast=False)
+    if len(text) < CASCADE_MAX_CHARS:  # else the fast text stands, and the container is not measured
+        container_chars = len(" ".join(container.text_content().split())) if container is not None else 0
+        if len(text) < CASCADE_MIN_CHARS or container_chars > CASCADE_CONTAINER_RATIO * len(text):
+            text = _trafilatura(root, url, fast=False)
     text = _postfilter(text)
     lead = missing_lead(root, container, text) if text else ""
     return f"{lead}\n{text}" if lead and not is_junk_line(lead) else text

