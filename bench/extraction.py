@@ -138,16 +138,24 @@ def run(name: str, extractor: Callable[[Page], str], pages: list[Page], progress
     return score(pages, outputs, time.process_time() - started)
 
 
-def main() -> None:
+def pages_from_command_line(benchmark: str) -> tuple[Console, list[Page]] | None:
+    """The console and the evaluation pages (``--limit N``), or None when the set is absent (said so)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=None, help="use only the first N pages")
     args = parser.parse_args()
     console = Console(width=150)
     if not ARCHIVE.exists():
-        console.print(f"evaluation data not found at {ARCHIVE}: skipping the extraction benchmark")
+        console.print(f"evaluation data not found at {ARCHIVE}: skipping the {benchmark} benchmark")
+        return None
+    return console, load_pages(args.limit)
+
+
+def main() -> None:
+    loaded = pages_from_command_line("extraction")
+    if loaded is None:
         return
+    console, pages = loaded
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core for every extractor
-    pages = load_pages(args.limit)
     console.print(f"{len(pages)} pages from {ARCHIVE} (one core, CPU time)")
     results: dict[str, Score] = {}
     with Progress(console=console, transient=True) as progress:

@@ -16,7 +16,6 @@ Usage: python bench/near_dups.py [--limit N]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import sys
@@ -25,11 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from bench.extraction import ARCHIVE, load_pages, newswatch
+from bench.extraction import newswatch, pages_from_command_line
 from services.clean.dedup import StoryIndex
 from shared import local, redis_store
 from shared.settings import Settings
@@ -78,14 +76,10 @@ async def measure(originals: list[tuple[str, str]], copies: list[tuple[str, str,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N pages")
-    args = parser.parse_args()
-    console = Console(width=150)
-    if not ARCHIVE.exists():
-        console.print(f"evaluation data not found at {ARCHIVE}: skipping the near-duplicate benchmark")
+    loaded = pages_from_command_line("near-duplicate")
+    if loaded is None:
         return
-    pages = load_pages(args.limit)
+    console, pages = loaded
     rng = random.Random(11)
     originals: list[tuple[str, str]] = []
     with Progress(console=console, transient=True) as progress:
