@@ -97,7 +97,7 @@ def score(pages: list[Page], outputs: list[str], seconds: float) -> Score:
 
 
 def newswatch(page: Page) -> str:
-    return main_text(parse_html(page.html), page.url)
+    return main_text(parse_html(page.html))
 
 
 def newswatch_with_metadata(page: Page) -> str:

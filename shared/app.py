@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
@@ -75,6 +77,8 @@ def make_app(service: str, settings: Settings, **overrides: Any) -> faust.App:
         "stream_wait_empty": False,
         "processing_guarantee": "at_least_once",
         "store": "memory://",
+        # faust makes a data folder even with nothing to keep (memory store, no tables): not in the working tree
+        "datadir": os.path.join(tempfile.gettempdir(), "newswatch-faust", f"{settings.topic_prefix}-{service}"),
     }
     conf.update(overrides)
     return faust.App(f"{settings.topic_prefix}-{service}", **conf)

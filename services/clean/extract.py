@@ -11,11 +11,19 @@ trusting the bytes over a wrong charset header.
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Callable
+from copy import copy
 from dataclasses import dataclass
 
-import trafilatura
 from charset_normalizer import from_bytes
+from lxml.etree import Element, _Element
 from lxml.html import HtmlElement
+from trafilatura.external import compare_extraction
+from trafilatura.htmlprocessing import convert_tags, tree_cleaning
+from trafilatura.main_extractor import extract_content
+from trafilatura.settings import Extractor
+from trafilatura.xml import delete_element, xmltotxt
 
 from services.clean.lead import missing_lead
 from services.clean.metadata import PageMetadata, page_metadata
@@ -96,12 +104,104 @@ def _postfilter(text: str) -> str:
     return "\n".join(cut_related_tail(kept))
 
 
-def _trafilatura(root: HtmlElement, url: str, fast: bool) -> str:
-    return trafilatura.extract(root, url=url or None, include_comments=False, favor_precision=True, fast=fast,
-                               include_tables=True, deduplicate=False, with_metadata=False) or ""
+# Built once: trafilatura otherwise makes a new Extractor (config reads, a date format) on every call,
+# a tenth of its fast-mode time. No URL: it only serves links and images, which are not extracted.
+_OPTIONS = Extractor(fast=True, precision=True, comments=False, tables=True, dedup=False)
 
 
-def main_text(root: HtmlElement, url: str = "") -> str:
+@dataclass
+class _TrafilaturaRun:
+    """trafilatura's main extractor on a page, with what its fallback comparison needs."""
+
+    tree: HtmlElement  # the page after the raw-tree pruning (what readability reads)
+    body: _Element
+    raw_text: str  # the body's text as trafilatura measures it
+    text: str  # its plain-text rendering, paragraphs on their own lines
+
+
+# trafilatura's raw-tree pruning (RAW_TREE_PRUNE_XPATH, REMOVE_COMMENTS_AND_LISTS_XPATH in its xpaths.py),
+# the same tests as one plain walk: its XPath form calls back into Python for every div, 0.75 ms a page
+# against 0.1 (docs/choices.md). Pages' output is identical on the evaluation set.
+_APPENDED_ARTICLES = re.compile(r"mvp-post-add-(?:box|wrap)")  # infinite-scroll containers of follow-up articles
+_SCROLL_CONTAINER = re.compile(r"mvp-post-add-(?:box|wrap)|infinite-?scroll")
+_COMMENTS_ID = re.compile(r"^(?:[Cc]omment(?!ary)|comol|disqus_thread|dsq-comments)")
+_COMMENT_LIST_ID = re.compile(r"^(?:[Cc]omment(?!ary)|comol)")
+_COMMENTS_CLASS = re.compile(r"^[Cc]omment(?!ary)|(?:article|post)-comments")
+_SCROLL_TAGS = frozenset({"div", "section", "aside"})
+_COMMENT_TAGS = frozenset({"div", "list", "section", "details", "ol", "ul"})
+_CONVERTED_COMMENT_TAGS = frozenset({"div", "list", "section", "details"})
+_RAW_PRUNE_TAGS = _SCROLL_TAGS | _COMMENT_TAGS
+
+
+def _is_appended_or_comments(element: _Element) -> bool:
+    tag, attributes = element.tag, element.attrib
+    if not attributes:
+        return False
+    ident, names = attributes.get("id") or "", attributes.get("class") or ""
+    if tag in _SCROLL_TAGS:
+        if "elementor-share-buttons" in names:
+            return True
+        if ((_SCROLL_CONTAINER.search(ident) or _SCROLL_CONTAINER.search(names))
+                and (_APPENDED_ARTICLES.search(ident) or _APPENDED_ARTICLES.search(names)
+                     or next(element.iter("h1"), None) is None)):
+            return True
+    if tag in _COMMENT_TAGS and (_COMMENTS_ID.search(ident) or _COMMENTS_CLASS.search(names)):
+        return tag not in {"ol", "ul"} or bool(_COMMENT_LIST_ID.search(ident) or _COMMENTS_CLASS.search(names))
+    return False
+
+
+def _is_comments(element: _Element) -> bool:
+    """REMOVE_COMMENTS_XPATH's test, run after trafilatura's tag conversion (lists are <list> then)."""
+    attributes = element.attrib
+    if not attributes:
+        return False
+    return bool(_COMMENTS_ID.search(attributes.get("id") or "")
+                or _COMMENTS_CLASS.search(attributes.get("class") or ""))
+
+
+def _drop(tree: _Element, tags: frozenset[str], doomed_test: Callable[[_Element], bool]) -> None:
+    """Remove the elements with these tags that pass the test (all found first, as XPath does),
+    with what they hold, keeping the text that follows them."""
+    for element in [element for element in tree.iter(*tags) if doomed_test(element)]:
+        delete_element(element)
+
+
+def _as_text(body: _Element) -> str:
+    return unicodedata.normalize("NFC", xmltotxt(body, False)).strip()
+
+
+def _main_extractor(root: HtmlElement) -> _TrafilaturaRun:
+    """trafilatura.extract's steps for precision without comments (trafilatura 2.3.1, pinned; the
+    unit tests check the result against extract() itself).
+
+    Called step by step, not through extract(), so that the fallback comparison reuses this run
+    instead of repeating it, the page is copied once instead of three times, and the raw-tree
+    pruning runs as a plain walk (measured: docs/choices.md). Its forum-thread detection reads
+    ld+json scripts, which pruning removed, so it is not asked.
+    """
+    _drop(root, _RAW_PRUNE_TAGS, _is_appended_or_comments)
+    converted = convert_tags(tree_cleaning(copy(root), _OPTIONS), _OPTIONS)
+    _drop(converted, _CONVERTED_COMMENT_TAGS, _is_comments)
+    try:
+        body, raw_text = extract_content(converted, _OPTIONS)
+    except (TypeError, ValueError):  # e.g. a control character in the text: trafilatura gives up on the page too
+        return _TrafilaturaRun(root, Element("body"), "", "")
+    return _TrafilaturaRun(root, body, raw_text, _as_text(body))
+
+
+def _with_fallbacks(run: _TrafilaturaRun) -> str:
+    """trafilatura's comparison of its own result with readability's and jusText's."""
+    try:
+        # jusText reads the cleaned page before tag conversion: cleaned again here, not kept from the main
+        # run, as the fallbacks run on few pages and a kept copy costs every page
+        cleaned = tree_cleaning(copy(run.tree), _OPTIONS)
+        body, _ = compare_extraction(cleaned, copy(run.tree), run.body, run.raw_text, _OPTIONS)
+    except (TypeError, ValueError):
+        return ""
+    return _as_text(body)
+
+
+def main_text(root: HtmlElement) -> str:
     """The article text of a parsed page, paragraphs joined by "\\n" (the tree is pruned in place).
 
     A cascade: trafilatura's own extractor first (fast mode, without its readability and
@@ -113,11 +213,12 @@ def main_text(root: HtmlElement, url: str = "") -> str:
     head = root.find("head")
     if head is not None:  # metadata was read already; trafilatura would only walk it
         head.drop_tree()
-    text = _trafilatura(root, url, fast=True)  # trafilatura works on a copy: root stays as it was
+    run = _main_extractor(root)
+    text = run.text
     if len(text) < CASCADE_MAX_CHARS:  # else the fast text stands, and the container is not measured
         container_chars = len(" ".join(container.text_content().split())) if container is not None else 0
         if len(text) < CASCADE_MIN_CHARS or container_chars > CASCADE_CONTAINER_RATIO * len(text):
-            text = _trafilatura(root, url, fast=False)
+            text = _with_fallbacks(run)
     text = _postfilter(text)
     lead = missing_lead(root, container, text) if text else ""
     return f"{lead}\n{text}" if lead and not is_junk_line(lead) else text
@@ -130,7 +231,7 @@ def extract_html(html: str, url: str = "", encoding: str = "") -> ExtractedArtic
     except ValueError as exc:
         raise ExtractionError(str(exc)) from exc
     meta = page_metadata(root, url)
-    text = main_text(root, url)
+    text = main_text(root)
     first, _, rest = text.partition("\n")
     if meta.title and " ".join(first.split()) == meta.title:  # the headline is the title, not text
         text = rest

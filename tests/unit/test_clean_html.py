@@ -218,3 +218,75 @@ def test_blogger_post_without_paragraphs_is_spared() -> None:
     for sentence in ARTICLE:
         assert sentence in text
     assert "Archives" not in text
+
+
+RAW_PRUNE_CASES = """<html><body><div id="main"><h1>Titre</h1><p>Texte de l'article.</p>
+<div id="comments"><p>dropped: comments by id</p></div><div id="commentary"><p>kept: commentary</p></div>
+<section class="post-comments x"><p>dropped: post-comments class</p></section>
+<ol class="comment-list"><li>dropped: comment list by class</li></ol><ul id="comol"><li>dropped: list id</li></ul>
+<ul id="disqus_thread"><li>kept before conversion: disqus id on a list</li></ul>
+<div id="disqus_thread"><p>dropped: disqus div</p></div><details class="Comments"><p>dropped: details</p></details>
+<span class="comment"><b>kept: a span</b></span>
+<div class="infinite-scroll"><p>dropped: scroll container without h1</p></div>
+<div class="infinite-scroll"><h1>kept: scroll container with the h1</h1></div>
+<aside id="mvp-post-add-box"><h1>dropped: appended article even with an h1</h1></aside>
+<section class="elementor-share-buttons"><p>dropped: share buttons</p></section>
+<span class="elementor-share-buttons">kept: a span</span>tail kept</div></body></html>"""
+
+
+def test_raw_tree_pruning_walk_equals_trafilaturas_xpaths() -> None:
+    """The plain walks in extract.py remove exactly what trafilatura's XPath expressions remove."""
+    from lxml import etree
+    from trafilatura.htmlprocessing import convert_tags, prune_unwanted_nodes, tree_cleaning
+    from trafilatura.xpaths import RAW_TREE_PRUNE_XPATH, REMOVE_COMMENTS_AND_LISTS_XPATH, REMOVE_COMMENTS_XPATH
+
+    from services.clean import extract
+
+    ours, theirs = parse_html(RAW_PRUNE_CASES), parse_html(RAW_PRUNE_CASES)
+    extract._drop(ours, extract._RAW_PRUNE_TAGS, extract._is_appended_or_comments)
+    prune_unwanted_nodes(theirs, RAW_TREE_PRUNE_XPATH + REMOVE_COMMENTS_AND_LISTS_XPATH)
+    assert etree.tostring(ours) == etree.tostring(theirs)
+    text = ours.text_content()
+    assert "dropped" not in text and text.count("kept") == 6 and "tail kept" in text
+
+    ours = convert_tags(tree_cleaning(ours, extract._OPTIONS), extract._OPTIONS)
+    theirs = convert_tags(tree_cleaning(theirs, extract._OPTIONS), extract._OPTIONS)
+    extract._drop(ours, extract._CONVERTED_COMMENT_TAGS, extract._is_comments)
+    prune_unwanted_nodes(theirs, REMOVE_COMMENTS_XPATH)
+    assert etree.tostring(ours) == etree.tostring(theirs)
+    assert "disqus id on a list" not in ours.text_content()
+
+
+def _trafilatura_pages() -> list[str]:
+    """Pages that exercise the raw-tree pruning: comment sections (by id, by class, as a list),
+    an infinite-scroll container of follow-up articles, a share-button block, and a page too thin
+    for the main extractor, where the fallbacks decide."""
+    follow_up = ("<div class='infinite-scroll'><h2>Article suivant</h2><p>Un autre article, ajouté au bas de la "
+                 "page par le thème du site, qui parle de tout autre chose.</p></div>")
+    comment_list = ("<ol class='comment-list'><li>Premier commentaire, assez long pour être un paragraphe de "
+                    "lecteur qui donne son avis.</li><li>Second avis d'un lecteur, tout aussi long.</li></ol>")
+    share = "<div class='elementor-share-buttons'><span>Partager cet article avec vos amis sur les réseaux</span></div>"
+    thin = "<html><body><div><span>Bref.</span><div>" + ARTICLE[0] + "</div></div></body></html>"
+    return [page("post-content"), page("entry-content", ""), page("post-content").replace(
+        "</body>", follow_up + comment_list + share + "</body>"), thin]
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_step_by_step_trafilatura_equals_its_extract(index: int) -> None:
+    """main_text calls trafilatura's steps itself (services/clean/extract.py): on the same pruned
+    tree, the fast run and the fallback run must give what trafilatura.extract gives."""
+    import trafilatura
+
+    from services.clean import extract
+
+    root = parse_html(_trafilatura_pages()[index])
+    prune_furniture(root)
+    head = root.find("head")
+    if head is not None:
+        head.drop_tree()
+    expected_fast = trafilatura.extract(root, fast=True, include_comments=False, favor_precision=True) or ""
+    expected_full = trafilatura.extract(root, fast=False, include_comments=False, favor_precision=True) or ""
+    run = extract._main_extractor(root)
+    assert run.text == expected_fast
+    assert extract._with_fallbacks(run) == expected_full
+    assert "Premier commentaire" not in run.text and "Un autre article" not in run.text
