@@ -35,6 +35,11 @@ class Entity:
     # Needs context: the entity counts only if one of these words is also in the text (a name
     # shared with something else, such as "Georgia", the country and the US state).
     context: list[str] = field(default_factory=list)
+    # The names (or acronyms) that need that context; empty: all of them. "Georgia" needs it, "Géorgie" does not.
+    context_names: list[str] = field(default_factory=list)
+    # Offices a person holds or held: member (ISO 3166 code, "EU", "African Union") → offices,
+    # such as "head of state" or "former defence minister". Descriptive: matching does not use it.
+    offices: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class Alias:
     exact: bool  # acronym: the original text must equal ``written`` exactly
     capital: bool  # the original text must start with a capital letter
     prefix: int = 0  # folded characters of a joined clitic (Arabic و ب ل ...) not part of the name
+    needs_context: bool = False  # counts only with one of the entity's context words in the text
 
 
 class TableError(ValueError):
@@ -69,6 +75,9 @@ def _parse(doc: Any, origin: str) -> list[Entity]:
             acronyms=[str(x) for x in raw.get("acronyms") or []],
             iso=str(raw.get("iso") or ""), geonames=int(raw.get("geonames") or 0),
             context=[str(x) for x in raw.get("context") or []],
+            context_names=[str(x) for x in raw.get("context_names") or []],
+            offices={str(member): [str(x) for x in (v if isinstance(v, list) else [v])]
+                     for member, v in (raw.get("offices") or {}).items()},
         ))
     return out
 
@@ -180,21 +189,27 @@ def arabic_forms(folded: str) -> dict[str, int]:
     return forms
 
 
+def _needs_context(entity: Entity, written: str) -> bool:
+    return bool(entity.context) and (not entity.context_names or written in entity.context_names)
+
+
 def aliases(entities: list[Entity]) -> list[Alias]:
     out: list[Alias] = []
     for idx, entity in enumerate(entities):
         for lang, names in entity.names.items():
             for written in names:
                 capital = written[:1].isupper()
+                needs_context = _needs_context(entity, written)
                 variants = russian_forms(written) if lang == "ru" else {written}
                 for variant in variants:
                     folded = fold_name(variant)
                     if not folded:
                         continue
                     forms = arabic_forms(folded) if _is_arabic(folded) else {folded: 0}
-                    out.extend(Alias(f, idx, written, False, capital, p) for f, p in forms.items())
+                    out.extend(Alias(f, idx, written, False, capital, p, needs_context) for f, p in forms.items())
         for acronym in entity.acronyms:
-            out.append(Alias(fold_name(acronym), idx, acronym, True, False))
+            out.append(Alias(fold_name(acronym), idx, acronym, True, False,
+                             needs_context=_needs_context(entity, acronym)))
     return out
 
 

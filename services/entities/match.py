@@ -66,7 +66,7 @@ class Matcher:
             # The mention is the name without a joined clitic: وبوتين → بوتين.
             o_start, o_end = index[start + alias.prefix], index[end - 1] + 1
             taken_until = end
-            context = self._context.get(alias.entity)
+            context = self._context.get(alias.entity) if alias.needs_context else None
             if context and not any(word in folded for word in context):
                 continue  # an ambiguous name with nothing around it that says which thing it is
             hits.append(Hit(self.entities[alias.entity], o_start, o_end, text[o_start:o_end]))

@@ -13,6 +13,7 @@ kind, or, for a person, when its last word is the surname of exactly one person 
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -98,6 +99,20 @@ class Recognisers:
             return self._models[lang]
 
 
+_CIVILITIES = frozenset({"mme", "mlle", "mr", "mrs", "ms", "dr", "herr", "frau", "г-н", "г-жа"})
+_ROMAN_NUMERAL = re.compile(r"^[IVXLC]+\.?$")
+
+
+def _is_initial_or_civility(token: str) -> bool:
+    return (token.endswith(".") and len(token) <= 4) or token.lower() in _CIVILITIES
+
+
+def _can_be_surname(token: str) -> bool:
+    """Whether the last word of a full name can stand for the person alone: not "III" (Charles III),
+    not a two-letter given name written last (Wang Yi)."""
+    return len(token) > 2 and not _ROMAN_NUMERAL.match(token)
+
+
 class Linker:
     """Maps NER mentions to table entities by normalised full name or unique surname."""
 
@@ -112,8 +127,9 @@ class Linker:
                     forms = russian_forms(name) if lang == "ru" else {name}
                     for form in forms:
                         self.by_name.setdefault(fold_name(form), []).append(entity)
-                    if entity.type == "person" and " " in name:
-                        for form in (russian_forms(name.split()[-1]) if lang == "ru" else {name.split()[-1]}):
+                    surname = name.split()[-1]
+                    if entity.type == "person" and " " in name and _can_be_surname(surname):
+                        for form in (russian_forms(surname) if lang == "ru" else {surname}):
                             surnames.setdefault(fold_name(form), set()).add(entity.id)
                             people[entity.id] = entity
             for acronym in entity.acronyms:
@@ -126,6 +142,9 @@ class Linker:
         for entity in self.by_name.get(folded, []):
             if kinds is None or entity.type in kinds:
                 return entity
-        if mention.label == "PER":
-            return self.by_surname.get(fold_name(mention.text.split()[-1])) if mention.text.split() else None
+        tokens = mention.text.split()
+        # A surname alone, or after initials and civilities ("M. Pachinian"); not after another given
+        # name: "Art Carney" is not Mark Carney.
+        if mention.label == "PER" and tokens and all(_is_initial_or_civility(t) for t in tokens[:-1]):
+            return self.by_surname.get(fold_name(tokens[-1]))
         return None

@@ -109,6 +109,10 @@ def test_ner_mentions_are_linked_by_name_or_unique_surname() -> None:
     assert linked("Сергея Лаврова") == "nw:person:sergey-lavrov"  # surname in the genitive
     assert linked("M. Pachinian") == "nw:person:nikol-pashinyan"
     assert linker.link(NerMention(0, 15, "PER", "Anna Petrossian")) is None
+    assert linked("Carney") == "nw:person:mark-carney"
+    assert linked("Art Carney") is None  # the same surname after another given name is another person
+    assert linked("Francesca Albanese") is None
+    assert linked("Yi") is None and linked("III") is None  # Wang Yi, Charles III: not surnames
     assert linker.link(NerMention(0, 6, "ORG", "Moscou")) is None  # a place is not an organisation
 
 
@@ -169,3 +173,55 @@ def test_gazetteer_names_that_look_like_words_or_codes_are_not_used() -> None:
     assert not usable_name("BAK") and not usable_name("baku") and not usable_name("Also")
     assert usable_name("Bakou") and usable_name("باكو")
     assert ids("the nice weather in may") == []
+
+
+@pytest.mark.parametrize(("text", "found"), [
+    ("Atlanta, Georgia, voted for the governor.", False),
+    ("جورجيا ولاية أمريكية في الجنوب", False),
+    ("La Géorgie a voté dimanche.", True),  # only "Georgia" and جورجيا need context
+    ("Грузия подписала соглашение", True),
+    ("Georgia's ruling party, in Tbilisi, said", True),
+    ("His great-uncle was the actor Art Carney.", False),
+    ("Carney told reporters in Ottawa", True),
+    ("Erdoğan Bayraktar ve beraberindekiler", False),  # a given name
+    ("Cumhurbaşkanı Erdoğan konuştu", True),
+])
+def test_names_that_need_context(text: str, found: bool) -> None:
+    ambiguous = {"Q230", "nw:person:mark-carney", "Q39259"}
+    assert bool(ambiguous & set(ids(text))) is found
+
+
+G20 = ["AR", "AU", "BR", "CA", "CN", "FR", "DE", "IN", "ID", "IT", "JP", "MX", "RU", "SA", "ZA", "KR", "TR", "GB", "US"]
+SOUTH_CAUCASUS_AND_NEIGHBOURS = ["AM", "AZ", "GE", "IR"]  # and RU, TR above
+OFFICES = {"head of state", "head of government", "foreign minister", "defence minister"}
+EU_OFFICES = {"president of the European Commission", "president of the European Council",
+              "high representative for foreign affairs", "commissioner for defence"}
+
+
+def test_starter_table_has_every_office_of_the_g20_and_the_south_caucasus() -> None:
+    people = [e for e in load_table(gazetteer=False) if e.type == "person"]
+    held: dict[str, set[str]] = {}
+    for person in people:
+        for member, offices in person.offices.items():
+            held.setdefault(member, set()).update(offices)
+    for member in G20 + SOUTH_CAUCASUS_AND_NEIGHBOURS:
+        assert held.get(member, set()) >= OFFICES, member
+    assert held["EU"] >= EU_OFFICES
+    assert "head of the commission" in held["African Union"]
+    for person in people:  # every person can be found in Russian and Arabic text, whose scripts differ
+        assert person.names.get("ru") and person.names.get("ar"), person.name
+    ids_seen = [e.id for e in load_table(gazetteer=False)]
+    assert len(ids_seen) == len(set(ids_seen))
+
+
+@pytest.mark.parametrize(("text", "entity"), [
+    ("Le chancelier Friedrich Merz a reçu Frank-Walter Steinmeier", ["nw:person:friedrich-merz",
+                                                                     "nw:person:frank-walter-steinmeier"]),
+    ("Президент Южной Кореи Ли Чжэ Мён", ["nw:person:lee-jae-myung"]),
+    ("التقى وزير الخارجية السعودي فيصل بن فرحان", ["nw:person:faisal-bin-farhan"]),
+    ("Kaja Kallas et Ursula von der Leyen", ["nw:person:kaja-kallas", "nw:person:ursula-von-der-leyen"]),
+    ("El presidente Javier Milei y Claudia Sheinbaum", ["nw:person:javier-milei", "nw:person:claudia-sheinbaum"]),
+    ("Премьер-министр Японии Санаэ Такаити", ["nw:person:sanae-takaichi"]),
+])
+def test_g20_leaders_in_several_languages(text: str, entity: list[str]) -> None:
+    assert [i for i in ids(text) if not i.startswith(("iso3166:", "Q"))] == entity
