@@ -65,6 +65,14 @@ def test_azerbaijani_that_fasttext_calls_turkish_is_azerbaijani() -> None:
     assert detect("Bu həbsxanada bir çox tanınmış adam olub.").lang == "az"  # one ə is enough
 
 
+@pytest.mark.parametrize(("text", "lang"), [
+    ("bu gün", "und"), ("bir şey", "und"),  # words of both languages: no guess
+    ("Türkiye Cumhuriyeti", "tr"), ("Azərbaycan Respublikası", "az"),
+])
+def test_az_or_tr_short_text_is_und_when_the_referee_cannot_tell(text: str, lang: str) -> None:
+    assert detect(text).lang == lang
+
+
 @pytest.mark.parametrize(("lang", "text", "allowed"), [
     ("ru", "Київ і Львів", False), ("uk", "Объединённые силы", False), ("tr", "Əliyev Bakıda", False),
     ("ja", "北京市政府", False), ("zh", "東京で会議", False), ("ar", "گفتگو با رئیس جمهور", False),
