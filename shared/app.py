@@ -78,7 +78,8 @@ def make_app(service: str, settings: Settings, **overrides: Any) -> faust.App:
         "processing_guarantee": "at_least_once",
         "store": "memory://",
         # faust makes a data folder even with nothing to keep (memory store, no tables): not in the working tree
-        "datadir": os.path.join(tempfile.gettempdir(), "newswatch-faust", f"{settings.topic_prefix}-{service}"),
+        # (faust makes only the last folder of the path: it must sit in an existing one)
+        "datadir": os.path.join(tempfile.gettempdir(), f"faust-{settings.topic_prefix}-{service}"),
     }
     conf.update(overrides)
     return faust.App(f"{settings.topic_prefix}-{service}", **conf)

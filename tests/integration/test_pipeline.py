@@ -67,6 +67,7 @@ def pipeline(broker_port: int, redis_port: int, tmp_path_factory: pytest.TempPat
         "NEWSWATCH_HOST_DELAY_SECONDS": "0.05",
         "NEWSWATCH_POLL_SECONDS": "1",
         "NEWSWATCH_METRICS_HOST": "127.0.0.1",
+        "TMPDIR": str(workdir),  # the services' scratch folders go with the test's
     }
     settings = Settings.from_env(env)
     redis.Redis.from_url(settings.redis_url).flushdb()
