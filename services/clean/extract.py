@@ -116,7 +116,6 @@ class _TrafilaturaRun:
     tree: HtmlElement  # the page after the raw-tree pruning (what readability reads)
     body: _Element
     raw_text: str  # the body's text as trafilatura measures it
-    text: str  # its plain-text rendering, paragraphs on their own lines
 
 
 # trafilatura's raw-tree pruning (RAW_TREE_PRUNE_XPATH, REMOVE_COMMENTS_AND_LISTS_XPATH in its xpaths.py),
@@ -185,8 +184,8 @@ def _main_extractor(root: HtmlElement) -> _TrafilaturaRun:
     try:
         body, raw_text = extract_content(converted, _OPTIONS)
     except (TypeError, ValueError):  # e.g. a control character in the text: trafilatura gives up on the page too
-        return _TrafilaturaRun(root, Element("body"), "", "")
-    return _TrafilaturaRun(root, body, raw_text, _as_text(body))
+        return _TrafilaturaRun(root, Element("body"), "")
+    return _TrafilaturaRun(root, body, raw_text)
 
 
 def _with_fallbacks(run: _TrafilaturaRun) -> str:
@@ -214,7 +213,7 @@ def main_text(root: HtmlElement) -> str:
     if head is not None:  # metadata was read already; trafilatura would only walk it
         head.drop_tree()
     run = _main_extractor(root)
-    text = run.text
+    text = _as_text(run.body)
     if len(text) < CASCADE_MAX_CHARS:  # else the fast text stands, and the container is not measured
         container_chars = len(" ".join(container.text_content().split())) if container is not None else 0
         if len(text) < CASCADE_MIN_CHARS or container_chars > CASCADE_CONTAINER_RATIO * len(text):

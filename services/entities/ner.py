@@ -127,9 +127,9 @@ class Linker:
                     forms = russian_forms(name) if lang == "ru" else {name}
                     for form in forms:
                         self.by_name.setdefault(fold_name(form), []).append(entity)
-                    surname = name.split()[-1]
-                    if entity.type == "person" and " " in name and _can_be_surname(surname):
-                        for form in (russian_forms(surname) if lang == "ru" else {surname}):
+                    words = name.split()
+                    if entity.type == "person" and len(words) > 1 and _can_be_surname(words[-1]):
+                        for form in (russian_forms(words[-1]) if lang == "ru" else {words[-1]}):
                             surnames.setdefault(fold_name(form), set()).add(entity.id)
                             people[entity.id] = entity
             for acronym in entity.acronyms:
