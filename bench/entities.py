@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from services.demo_sites.content import ARTICLES
+from newswatch.demo.content import ARTICLES
 from services.entities.kb import load_table
 from services.entities.match import Matcher
 from services.entities.ner import Linker, NatashaRussian, Recogniser, SpacyFrench

@@ -28,8 +28,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from bench.extraction import newswatch, pages_from_command_line
+from newswatch import local
 from services.clean.dedup import StoryIndex
-from shared import local, redis_store
+from shared import redis_store
 from shared.settings import Settings
 
 JUNK = [

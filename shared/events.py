@@ -127,8 +127,12 @@ class Alert(Event, tag="alert/1"):
     snippet: str = ""
 
 
-class DeadLetter(Event, tag="dead_letter/1"):
-    """Any stage → operators: an input the stage could not process, with the reason."""
+class DeadLetter(Event, tag="dead_letter/2"):
+    """Any stage → operators: an input the stage could not process, with the reason.
+
+    The payload is capped (``NEWSWATCH_DEAD_LETTER_PAYLOAD_BYTES``) so that a dead letter always fits
+    the broker; ``topic``/``partition``/``offset`` point at the whole input, and ``payload_sha256``
+    identifies it."""
 
     id: str  # key of the failed message, or "" when it had none
     stage: str
@@ -137,7 +141,13 @@ class DeadLetter(Event, tag="dead_letter/1"):
     offset: int
     error: str  # exception class
     reason: str  # human-readable
-    payload: bytes  # the input exactly as received
+    payload: bytes  # the input as received, cut to the cap
+    kind: str = "poison"  # "poison", or "unknown" (an unexpected exception, after retries)
+    where: str = ""  # file:line in function, where the exception was raised
+    attempts: int = 1
+    payload_bytes: int = 0  # size of the whole input
+    payload_sha256: str = ""
+    truncated: bool = False  # payload is only the head of the input
     failed_at: float = msgspec.field(default_factory=time.time)
 
 

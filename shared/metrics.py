@@ -1,12 +1,14 @@
 """Metric definitions shared by every stage, and the /metrics server.
 
-Each service is its own process with its own port; the ``stage`` label names it, so one
-Grafana panel can show the whole pipeline.
+Each service is its own process with its own port (declared in ``shared.pipeline``); the
+``stage`` label names the stage, so one Grafana panel can show the whole pipeline.
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from shared.pipeline import ServiceDecl
 
 MESSAGES_IN = Counter("newswatch_messages_in_total", "Messages consumed by a stage", ["stage"])
 MESSAGES_OUT = Counter("newswatch_messages_out_total", "Messages produced by a stage", ["stage", "topic"])
@@ -22,6 +24,8 @@ ARTICLE_AGE_SECONDS = Histogram(
     ["stage"], buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),
 )
 RETRIES = Counter("newswatch_retries_total", "Transient failures retried (Redis, broker)", ["stage"])
+ONCE_SKIPPED = Counter("newswatch_once_skipped_total",
+                       "Outputs not sent again because their once-key shows them published already", ["stage", "topic"])
 UP = Gauge("newswatch_up", "1 while the stage runs", ["stage"])
 
 # Stage-specific metrics live here too, so that every metric name has one home.
@@ -33,12 +37,9 @@ ALERTS_SUPPRESSED = Counter("newswatch_alerts_suppressed_total",
                             "Rule matches not alerted because the story already fired", ["rule"])
 WEBHOOK_DELIVERIES = Counter("newswatch_webhook_deliveries_total", "Webhook POSTs", ["outcome"])
 
-DEFAULT_PORTS = {"fetch": 9301, "clean": 9302, "langdetect": 9303, "entities": 9304, "alert": 9305}
-
-
-def serve_metrics(stage: str, port: int, host: str = "0.0.0.0") -> int:
-    """Start the /metrics HTTP server in a thread; return the port it listens on."""
-    port = port or DEFAULT_PORTS.get(stage, 9300)
+def serve_metrics(service: ServiceDecl, port: int = 0, host: str = "0.0.0.0") -> int:
+    """Start the /metrics HTTP server in a thread (``port`` 0: the service's declared port); return the port."""
+    port = port or service.metrics_port
     start_http_server(port, addr=host)
-    UP.labels(stage).set(1)
+    UP.labels(service.name).set(1)
     return port

@@ -1,15 +1,18 @@
-"""Redis connection and the idempotency helpers every stage uses.
+"""Redis connection, and the keys more than one service reads or writes.
 
-All keys start with ``nw:`` and name their stage, so that an operator can tell them apart:
-``nw:fetch:url:<hash>``, ``nw:clean:...``, ``nw:alert:fired:<rule>:<story>``.
+All keys start with ``nw:`` and name their owner, so that an operator can tell them apart. A
+service's private keys are documented beside its code (``services/clean/dedup.py``,
+``services/alert/service.py``, ``services/fetch/service.py``); the ones here cross services:
+
+- ``nw:url:<article id>``: the life of an article URL. fetch sets ``inflight`` (short TTL) when it
+  publishes the page; entities sets ``done`` (long TTL) once the tagged article is on the broker.
+  A URL is fetched again only while it is neither, so a page lost on the way (a broker that died
+  with it) is fetched again while its feed still lists it, and a stored one never is.
 """
 
 from __future__ import annotations
 
-import redis
 import redis.asyncio as aioredis
-
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -24,3 +27,25 @@ def as_str(value: object) -> str:
 
 def as_bytes(value: object) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+URL_INFLIGHT = "inflight"
+URL_DONE = "done"
+
+
+def url_key(article_id: str) -> str:
+    return f"nw:url:{article_id}"
+
+
+async def url_state(client: aioredis.Redis, article_id: str) -> str:
+    """"" (unknown), "inflight", "done", or why it was given up ("failed: …")."""
+    value = await client.get(url_key(article_id))
+    return as_str(value) if value is not None else ""
+
+
+async def mark_url(client: aioredis.Redis, article_id: str, state: str, ttl_seconds: float) -> None:
+    await client.set(url_key(article_id), state, ex=max(1, int(ttl_seconds)))
+
+
+async def mark_url_done(client: aioredis.Redis, article_id: str, ttl_seconds: float) -> None:
+    await mark_url(client, article_id, URL_DONE, ttl_seconds)

@@ -28,6 +28,14 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("NEWSWATCH_METRICS_HOST", "0.0.0.0", "Address the /metrics server binds to"),
     EnvVar("NEWSWATCH_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)"),
     EnvVar("NEWSWATCH_LOG_FORMAT", "json", "Log format: json (one object a line) or text"),
+    EnvVar("NEWSWATCH_MAX_MESSAGE_BYTES", "8388608",
+           "largest Kafka message a service reads or writes; larger inputs and outputs are dead-lettered "
+           "(Kafka's message.max.bytes must allow it)"),
+    EnvVar("NEWSWATCH_DEAD_LETTER_PAYLOAD_BYTES", "65536",
+           "bytes of the failed input kept in a dead letter (its size, hash and offset are always kept)"),
+    EnvVar("NEWSWATCH_UNKNOWN_ERROR_ATTEMPTS", "3",
+           "attempts at an input that raises an unexpected exception before it is dead-lettered"),
+    EnvVar("NEWSWATCH_RETRY_CAP_SECONDS", "30", "longest wait between two retries of a transient failure"),
     EnvVar("NEWSWATCH_SOURCES", "config/sources.yaml", "fetch: YAML file listing feeds, sitemaps and pages"),
     EnvVar("NEWSWATCH_POLL_SECONDS", "60", "fetch: default seconds between two polls of one feed"),
     EnvVar("NEWSWATCH_HOST_DELAY_SECONDS", "1.0", "fetch: minimum seconds between two requests to one host"),
@@ -36,6 +44,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("NEWSWATCH_USER_AGENT", "newswatch/0.1 (+https://example.org/newswatch)", "fetch: User-Agent"),
     EnvVar("NEWSWATCH_ALLOW_PRIVATE_HOSTS", "false",
            "fetch: allow feeds on loopback/private addresses (true for the demo and tests)"),
+    EnvVar("NEWSWATCH_INFLIGHT_TTL_SECONDS", "600",
+           "fetch: seconds a published page counts as in flight; not stored downstream by then, it is fetched "
+           "again while its feed lists it"),
     EnvVar("NEWSWATCH_URL_TTL_DAYS", "30", "fetch: days an article URL stays known (not fetched again)"),
     EnvVar("NEWSWATCH_DEDUP_TTL_DAYS", "14", "clean/alert: days story and alert keys live in Redis"),
     EnvVar("NEWSWATCH_NEAR_DUP_THRESHOLD", "0.6",
@@ -74,6 +85,10 @@ class Settings:
     metrics_host: str
     log_level: str
     log_format: str
+    max_message_bytes: int
+    dead_letter_payload_bytes: int
+    unknown_error_attempts: int
+    retry_cap_seconds: float
     sources: str
     poll_seconds: float
     host_delay_seconds: float
@@ -81,6 +96,7 @@ class Settings:
     http_timeout: float
     user_agent: str
     allow_private_hosts: bool
+    inflight_ttl_seconds: float
     url_ttl_days: int
     dedup_ttl_days: int
     near_dup_threshold: float

@@ -83,3 +83,39 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         return created
     finally:
         admin.close()
+
+
+def consumer_lag(settings: Settings, group_id: str, topics: list[str], timeout_s: float = 5.0) -> dict[str, int]:
+    """Messages each topic still holds for a consumer group: high watermark minus committed offset,
+    summed over partitions. The high watermark is read from fetch responses, not from ListOffsets
+    (which tansu answers wrongly), so the same code is right on Apache Kafka and on tansu.
+    Raises RuntimeError when some partition's high watermark could not be read in time."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="newswatch-lag",
+                             request_timeout_ms=10000)
+    try:
+        committed = {(tp.topic, tp.partition): meta.offset
+                     for tp, meta in admin.list_consumer_group_offsets(group_id).items()}
+    finally:
+        admin.close()
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                             enable_auto_commit=False, fetch_max_wait_ms=50, max_partition_fetch_bytes=1024)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, max(0, committed.get((tp.topic, tp.partition), 0)))
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.highwater(tp) is None for tp in tps):
+            if time.monotonic() > deadline:
+                missing = [f"{tp.topic}[{tp.partition}]" for tp in tps if consumer.highwater(tp) is None]
+                raise RuntimeError(f"no high watermark for {', '.join(missing)}")
+            consumer.poll(timeout_ms=100, max_records=1, update_offsets=False)
+        lag: dict[str, int] = dict.fromkeys(topics, 0)
+        for tp in tps:
+            high = consumer.highwater(tp) or 0
+            lag[tp.topic] += max(0, high - max(0, committed.get((tp.topic, tp.partition), 0)))
+        return lag
+    finally:
+        consumer.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import local
+from newswatch import local
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -1,8 +1,13 @@
-"""Webhook delivery of alerts: POST the alert as JSON, retry, and remember what was delivered.
+"""Webhook delivery of alerts: POST the alert as JSON, retry with backoff, and claim each
+(alert, URL) delivery in Redis so that it is POSTed once.
 
-Delivery runs as its own agent on the alerts topic, so it is at-least-once like every other
-hop: a delivery that keeps failing goes to the dead-letter topic with the reason, and a Redis
-key per (alert, URL) keeps a redelivered alert from being POSTed twice.
+Delivery runs as its own stage on the alerts topic. Per (alert, URL), a Redis key goes
+``pending:<token>`` (claimed with SET NX, expiring after the longest time a delivery can take)
+→ ``done``. A second consumer of the same alert (a redelivery, a replica after a rebalance)
+finds the claim: ``done`` is skipped, ``pending`` is waited for. A claim whose holder died
+expires and is taken again. So a receiver gets one POST per alert, except when a process dies
+after the receiver answered and before ``done`` was written: then the POST is repeated once,
+with the same ``x-newswatch-alert-id`` header, which receivers can use to drop the repeat.
 """
 
 from __future__ import annotations
@@ -10,16 +15,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import uuid
 
 import httpx
+import redis.asyncio as aioredis
 
 from shared import events, metrics
+from shared.failures import PoisonInput, TransientError
+from shared.redis_store import as_str
+from shared.retry import Backoff, parse_retry_after
 
 log = logging.getLogger(__name__)
 
+BACKOFF = Backoff(initial=0.5, cap=10.0)
 
-class WebhookError(RuntimeError):
-    pass
+# Releases the claim only if this process still holds it.
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
+
+
+class WebhookError(PoisonInput):
+    """Every attempt failed, or the receiver refused the alert: the alert is dead-lettered."""
 
 
 async def post_alert(client: httpx.AsyncClient, url: str, alert: events.Alert, attempts: int) -> None:
@@ -27,6 +42,7 @@ async def post_alert(client: httpx.AsyncClient, url: str, alert: events.Alert, a
     body = events.encode(alert)
     last = ""
     for attempt in range(1, attempts + 1):
+        wait: float | None = None
         try:
             response = await client.post(url, content=body, headers={"content-type": "application/json",
                                                                       "x-newswatch-alert-id": alert.id})
@@ -34,16 +50,38 @@ async def post_alert(client: httpx.AsyncClient, url: str, alert: events.Alert, a
                 metrics.WEBHOOK_DELIVERIES.labels("ok").inc()
                 return
             last = f"HTTP {response.status_code}"
-            if response.status_code < 500 and response.status_code != 429:
+            if response.status_code < 500 and response.status_code not in {408, 429}:
                 break  # the receiver refuses this alert: retrying will not help
+            wait = parse_retry_after(response.headers.get("retry-after"))
         except httpx.HTTPError as exc:
             last = f"{type(exc).__name__}: {exc}"
-        metrics.WEBHOOK_DELIVERIES.labels("retry").inc()
         if attempt < attempts:
-            await asyncio.sleep(min(0.5 * 2 ** (attempt - 1), 10.0))
+            metrics.WEBHOOK_DELIVERIES.labels("retry").inc()
+            delay = BACKOFF.delay(attempt) if wait is None else min(wait, 60.0)
+            await asyncio.sleep(delay)
     metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
     raise WebhookError(f"webhook {url} failed after {attempts} attempt(s): {last}")
 
 
 def delivered_key(alert_id: str, url: str) -> str:
     return f"nw:alert:delivered:{alert_id}:{hashlib.sha1(url.encode()).hexdigest()[:16]}"
+
+
+async def deliver_once(redis: aioredis.Redis, client: httpx.AsyncClient, url: str, alert: events.Alert,
+                       attempts: int, claim_seconds: float, done_ttl: int) -> bool:
+    """POST the alert to ``url`` unless it was delivered already; False when skipped as done."""
+    key = delivered_key(alert.id, url)
+    token = f"pending:{uuid.uuid4().hex}"
+    if not await redis.set(key, token, nx=True, ex=max(1, int(claim_seconds))):
+        state = await redis.get(key)
+        if state is not None and as_str(state) == "done":
+            return False
+        # Another consumer is delivering it right now (or died doing so: its claim expires).
+        raise TransientError(f"delivery of {alert.id} to {url} is claimed by another consumer")
+    try:
+        await post_alert(client, url, alert, attempts)
+    except BaseException:
+        await redis.eval(_RELEASE, 1, key, token)
+        raise
+    await redis.set(key, "done", ex=done_ttl)
+    return True

@@ -12,16 +12,13 @@ See docs/rules.md for the file format and examples.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from services.entities.normalise import fold
 from shared import events
+from shared.config import ConfigError, read_yaml
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -119,13 +116,9 @@ def parse_rules(doc: Any, origin: str = "rules") -> list[Rule]:
 
 def load_rules(path: str) -> list[Rule]:
     try:
-        text = Path(path).read_text("utf-8")
-    except OSError as exc:
-        raise RuleError(f"cannot read rules file {path}: {exc}") from exc
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RuleError(f"{path} is not valid YAML: {exc}") from exc
+        doc = read_yaml(path)
+    except ConfigError as exc:
+        raise RuleError(str(exc)) from exc
     return parse_rules(doc, path)
 
 
@@ -174,31 +167,3 @@ def match_rule(rule: Rule, article: events.TaggedArticle, text: FoldedText) -> M
 def match_article(rules: list[Rule], article: events.TaggedArticle) -> list[Match]:
     text = FoldedText(article.article.title, article.article.text)
     return [m for rule in rules if (m := match_rule(rule, article, text)) is not None]
-
-
-class RuleSource:
-    """The rules file, reloaded when it changes; a broken edit keeps the previous rules."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._mtime = self._stat()
-        self.rules = load_rules(path)
-
-    def _stat(self) -> float:
-        return os.stat(self.path).st_mtime if os.path.exists(self.path) else -1.0
-
-    def reload(self) -> bool:
-        mtime = self._stat()
-        if mtime == self._mtime:
-            return False
-        self._mtime = mtime
-        try:
-            self.rules = load_rules(self.path)
-        except RuleError as exc:
-            log.error("rules reload failed; keeping the previous rules", extra={"error": str(exc)})
-            return False
-        log.info("rules reloaded", extra={"rules": len(self.rules)})
-        return True
-
-    def by_id(self, rule_id: str) -> Rule | None:
-        return next((r for r in self.rules if r.id == rule_id), None)

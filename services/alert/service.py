@@ -1,4 +1,12 @@
-"""alert's wiring: articles-tagged → alerts, and alerts → webhooks. Logic in rules.py, deliver.py."""
+"""alert's wiring: articles-tagged → alerts, and alerts → webhooks. Logic in rules.py, deliver.py.
+
+Redis keys (all expire after ``NEWSWATCH_DEDUP_TTL_DAYS``):
+- ``nw:alert:fired:<rule>:<story>``: the article that claimed the (rule, story) alert (SET NX): every
+  other copy of the story stays silent;
+- ``nw:alert:sent:<rule>:<story>``: the alert is on the broker (the runtime's once-key): a
+  redelivered input does not publish it again;
+- ``nw:alert:delivered:<alert>:<url hash>``: a webhook delivery, ``pending:…`` then ``done``.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +16,13 @@ from typing import ClassVar
 import httpx
 import redis.asyncio as aioredis
 
-from services.alert.deliver import delivered_key, post_alert
-from services.alert.rules import Match, RuleSource, match_article
-from shared import events, metrics, redis_store
-from shared.app import Emit
+from services.alert.deliver import deliver_once
+from services.alert.rules import Match, Rule, load_rules, match_article
+from shared import events, metrics, pipeline, redis_store
+from shared.runtime import Emit, cpu
 from shared.settings import Settings
-from shared.throttle import Every
-from shared.topics import ALERTS, TAGGED, TopicSpec
+from shared.topics import ALERTS
+from shared.watched import Watched
 
 
 def make_alert(match: Match, tagged: events.TaggedArticle) -> events.Alert:
@@ -29,46 +37,36 @@ def make_alert(match: Match, tagged: events.TaggedArticle) -> events.Alert:
     )
 
 
-class _Reloading:
-    """Shared by both agents: the rules file, checked for changes every few seconds."""
-
-    def __init__(self, path: str) -> None:
-        self.source = RuleSource(path)
-        self._check = Every()
-
-    def current(self) -> RuleSource:
-        if self._check.due():
-            self.source.reload()
-        return self.source
+def watched_rules(path: str) -> Watched[list[Rule]]:
+    return Watched("rules", [path], lambda: load_rules(path))
 
 
 class AlertStage:
     """Matches rules; publishes one alert per (rule, story) however many copies of the story arrive."""
 
-    name: ClassVar[str] = "alert"
-    input: ClassVar[TopicSpec] = TAGGED
+    decl: ClassVar[pipeline.StageDecl] = pipeline.ALERT
 
-    def __init__(self, settings: Settings, rules: _Reloading) -> None:
+    def __init__(self, settings: Settings, rules: Watched[list[Rule]]) -> None:
         self.settings = settings
         self.rules = rules
-        self.redis: aioredis.Redis | None = None
+        self.redis: aioredis.Redis = redis_store.connect(settings.redis_url)
 
     async def start(self) -> None:
-        self.redis = redis_store.connect(self.settings.redis_url)
         await self.redis.ping()
 
     async def process(self, tagged: events.TaggedArticle) -> list[Emit]:
-        assert self.redis is not None
+        await self.rules.refresh()
         out: list[Emit] = []
         ttl = self.settings.dedup_ttl_days * 86400
-        for match in match_article(self.rules.current().rules, tagged):
+        for match in await cpu(match_article, self.rules.value, tagged):
             alert = make_alert(match, tagged)
-            # The first article of the story to match claims the key; its redelivery (same
-            # article id) publishes again under the same alert id, every other copy is silent.
+            # The first article of the story to match claims the (rule, story); only that article's
+            # input publishes, and only once (the once-key), however often it is redelivered.
             holder = await self.redis.set(f"nw:alert:fired:{alert.rule_id}:{alert.story_id}",
                                           tagged.id, nx=True, ex=ttl, get=True)
             if holder is None or redis_store.as_str(holder) == tagged.id:
-                out.append(Emit(ALERTS, alert.rule_id, alert))
+                out.append(Emit(ALERTS, alert.rule_id, alert,
+                                once_key=f"nw:alert:sent:{alert.rule_id}:{alert.story_id}"))
                 metrics.ALERTS_FIRED.labels(alert.rule_id).inc()
             else:
                 metrics.ALERTS_SUPPRESSED.labels(alert.rule_id).inc()
@@ -76,39 +74,37 @@ class AlertStage:
 
 
 class WebhookStage:
-    """POSTs each alert to its rule's webhooks."""
+    """POSTs each alert to its rule's webhooks, once per (alert, URL)."""
 
-    name: ClassVar[str] = "alert-webhooks"
-    input: ClassVar[TopicSpec] = ALERTS
+    decl: ClassVar[pipeline.StageDecl] = pipeline.WEBHOOKS
 
-    def __init__(self, settings: Settings, rules: _Reloading) -> None:
+    def __init__(self, settings: Settings, rules: Watched[list[Rule]]) -> None:
         self.settings = settings
         self.rules = rules
-        self.redis: aioredis.Redis | None = None
+        self.redis: aioredis.Redis = redis_store.connect(settings.redis_url)
         self.client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        self.redis = redis_store.connect(self.settings.redis_url)
         await self.redis.ping()
         self.client = httpx.AsyncClient(timeout=self.settings.webhook_timeout, follow_redirects=False)
 
     async def process(self, alert: events.Alert) -> list[Emit]:
-        assert self.redis is not None and self.client is not None
-        rule = self.rules.current().by_id(alert.rule_id)
+        assert self.client is not None
+        await self.rules.refresh()
+        rule = next((r for r in self.rules.value if r.id == alert.rule_id), None)
+        # the longest a delivery can take: every attempt timing out, plus the waits between them
+        claim = self.settings.webhook_retries * (self.settings.webhook_timeout + 10.0) + 30.0
         for url in rule.webhooks if rule else ():
-            key = delivered_key(alert.id, url)
-            if await self.redis.exists(key):
-                continue
-            await post_alert(self.client, url, alert, self.settings.webhook_retries)
-            await self.redis.set(key, "1", ex=self.settings.dedup_ttl_days * 86400)
+            await deliver_once(self.redis, self.client, url, alert, self.settings.webhook_retries, claim,
+                               self.settings.dedup_ttl_days * 86400)
         return []
 
 
 def main() -> None:
-    from shared.app import run_stages
     from shared.logs import setup_logging
+    from shared.runtime import run_service
 
     settings = Settings.from_env()
     setup_logging("alert", settings.log_level, settings.log_format)
-    rules = _Reloading(settings.rules)
-    run_stages("alert", [AlertStage(settings, rules), WebhookStage(settings, rules)], settings)
+    rules = watched_rules(settings.rules)
+    run_service("alert", [AlertStage(settings, rules), WebhookStage(settings, rules)], settings)

@@ -6,10 +6,11 @@ from typing import ClassVar
 
 from services.clean.dedup import StoryIndex
 from services.clean.extract import ExtractionError, extract_page
-from shared import events, metrics, redis_store
-from shared.app import Emit, PoisonInput
+from shared import events, metrics, pipeline, redis_store
+from shared.failures import PoisonInput
+from shared.runtime import Emit, cpu
 from shared.settings import Settings
-from shared.topics import ARTICLES, RAW_PAGES, TopicSpec
+from shared.topics import ARTICLES
 
 
 def build_article(page: events.RawPage) -> events.Article:
@@ -32,8 +33,7 @@ def build_article(page: events.RawPage) -> events.Article:
 
 
 class CleanStage:
-    name: ClassVar[str] = "clean"
-    input: ClassVar[TopicSpec] = RAW_PAGES
+    decl: ClassVar[pipeline.StageDecl] = pipeline.CLEAN
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -47,7 +47,7 @@ class CleanStage:
 
     async def process(self, page: events.RawPage) -> list[Emit]:
         assert self.index is not None
-        article = build_article(page)
+        article = await cpu(build_article, page)
         story = await self.index.assign(article.id, article.text)
         article.content_hash = story.content_hash
         article.story_id = story.story_id
@@ -58,9 +58,9 @@ class CleanStage:
 
 
 def main() -> None:
-    from shared.app import run_stage
     from shared.logs import setup_logging
+    from shared.runtime import run_service
 
     settings = Settings.from_env()
     setup_logging("clean", settings.log_level, settings.log_format)
-    run_stage(CleanStage(settings), settings)
+    run_service("clean", [CleanStage(settings)], settings)

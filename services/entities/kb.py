@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -211,29 +210,3 @@ def aliases(entities: list[Entity]) -> list[Alias]:
             out.append(Alias(fold_name(acronym), idx, acronym, True, False,
                              needs_context=_needs_context(entity, acronym)))
     return out
-
-
-class TableSource:
-    """The table with its files' modification times, so a changed watchlist is picked up live."""
-
-    def __init__(self, extra_paths: list[str]) -> None:
-        self.paths = [p for p in extra_paths if p]
-        self._stamp = self._mtimes()
-        self.entities = load_table(self.paths)
-
-    def _mtimes(self) -> tuple[float, ...]:
-        return tuple(os.stat(p).st_mtime if os.path.exists(p) else -1.0 for p in self.paths)
-
-    def reload(self) -> bool:
-        """Reload if a file changed; keep the old table (and log) if the new one is invalid."""
-        stamp = self._mtimes()
-        if stamp == self._stamp:
-            return False
-        self._stamp = stamp
-        try:
-            self.entities = load_table(self.paths)
-        except (OSError, yaml.YAMLError, TableError) as exc:
-            log.error("entity table reload failed; keeping the previous table", extra={"error": str(exc)})
-            return False
-        log.info("entity table reloaded", extra={"entities": len(self.entities)})
-        return True

@@ -1,18 +1,19 @@
-"""entities' wiring: articles-labelled → articles-tagged. The logic is in kb.py and match.py."""
+"""entities' wiring: articles-labelled → articles-tagged. The logic is in kb.py, match.py and ner.py."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
-from services.entities.kb import TableSource
+from services.entities.kb import load_table
 from services.entities.match import Matcher
 from services.entities.ner import TYPES, Linker, Recogniser, Recognisers
 from services.entities.normalise import fold_name
-from shared import events
-from shared.app import Emit
+from shared import events, pipeline, redis_store
+from shared.runtime import Emit, cpu
 from shared.settings import Settings
-from shared.throttle import Every
-from shared.topics import LABELLED, TAGGED, TopicSpec
+from shared.topics import TAGGED
+from shared.watched import Watched
 
 
 def tag(matcher: Matcher, title: str, text: str, recogniser: Recogniser | None = None,
@@ -51,39 +52,61 @@ def tag(matcher: Matcher, title: str, text: str, recogniser: Recogniser | None =
     return list(found.values())
 
 
+@dataclass(frozen=True)
+class Tagger:
+    """What the entity table compiles to; rebuilt as a whole when a table file changes."""
+
+    matcher: Matcher
+    linker: Linker
+
+
+def watched_tagger(entity_table: str, watchlist: str) -> Watched[Tagger]:
+    paths = [p for p in (entity_table, watchlist) if p]
+
+    def build() -> Tagger:
+        entities = load_table(paths)
+        return Tagger(Matcher(entities), Linker(entities))
+
+    return Watched("entity table", paths, build)
+
+
 class EntitiesStage:
-    name: ClassVar[str] = "entities"
-    input: ClassVar[TopicSpec] = LABELLED
+    decl: ClassVar[pipeline.StageDecl] = pipeline.ENTITIES
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.table = TableSource([settings.entity_table, settings.watchlist])
-        self.matcher = Matcher(self.table.entities)
-        self.linker = Linker(self.table.entities)
+        self.tagger = watched_tagger(settings.entity_table, settings.watchlist)
         self.recognisers = Recognisers(settings.ner_language_list)
-        self._reload_check = Every()
+        self.redis = redis_store.connect(settings.redis_url)
 
     async def start(self) -> None:
-        return None
+        await self.redis.ping()
+        # NER models load here, off the event loop, never on the first article of their language.
+        for lang in self.recognisers.languages:
+            await cpu(self.recognisers.for_language, lang)
 
-    def _maybe_reload(self) -> None:
-        if self._reload_check.due() and self.table.reload():
-            self.matcher = Matcher(self.table.entities)
-            self.linker = Linker(self.table.entities)
-
-    async def process(self, labelled: events.LabelledArticle) -> list[Emit]:
-        self._maybe_reload()
+    def _tag(self, tagger: Tagger, labelled: events.LabelledArticle) -> events.TaggedArticle:
         article = labelled.article
         recogniser = self.recognisers.for_language(labelled.language.lang)
-        tagged = events.TaggedArticle(id=labelled.id, article=article, language=labelled.language,
-                                      entities=tag(self.matcher, article.title, article.text, recogniser, self.linker))
-        return [Emit(TAGGED, article.id, tagged)]
+        return events.TaggedArticle(id=labelled.id, article=article, language=labelled.language,
+                                    entities=tag(tagger.matcher, article.title, article.text, recogniser,
+                                                 tagger.linker))
+
+    async def process(self, labelled: events.LabelledArticle) -> list[Emit]:
+        await self.tagger.refresh()
+        tagged = await cpu(self._tag, self.tagger.value, labelled)
+
+        async def stored() -> None:
+            # The article is on the broker for users and alert: its URL is done (fetch never fetches it again).
+            await redis_store.mark_url_done(self.redis, tagged.id, self.settings.url_ttl_days * 86400)
+
+        return [Emit(TAGGED, tagged.id, tagged, after=stored)]
 
 
 def main() -> None:
-    from shared.app import run_stage
     from shared.logs import setup_logging
+    from shared.runtime import run_service
 
     settings = Settings.from_env()
     setup_logging("entities", settings.log_level, settings.log_format)
-    run_stage(EntitiesStage(settings), settings)
+    run_service("entities", [EntitiesStage(settings)], settings)

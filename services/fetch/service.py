@@ -1,8 +1,10 @@
-"""fetch's wiring: poll sources → raw-pages. A plain asyncio producer (it has no input topic).
+"""fetch's wiring: poll sources → raw-pages, as a source stage of the runtime (no input topic).
 
-Per source, a loop polls its feeds, sitemaps and pages; every article URL not seen before is
-fetched and published, and only once the broker has acknowledged the page is its URL marked
-seen in Redis, so a crash re-fetches rather than loses (downstream stages are idempotent).
+Per source, a loop polls its feeds, sitemaps and pages; every article URL that is neither in
+flight nor done (``shared.redis_store``: ``nw:url:<id>``) is fetched and published. Once the
+broker has acknowledged the page, its URL is in flight for ``NEWSWATCH_INFLIGHT_TTL_SECONDS``;
+entities marks it done when the tagged article is on the broker. A page lost on the way is
+fetched again once the in-flight mark expires, while its feed lists it.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 import time
+from typing import ClassVar
 
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
 
 from services.fetch.feeds import Item, Source, SourcesError, article_id, load_sources, parse_feed, parse_sitemap
 from services.fetch.politeness import FetchError, PoliteClient
-from shared import events, metrics, redis_store
+from shared import events, metrics, pipeline, redis_store
+from shared.failures import Kind, classify
+from shared.runtime import Emit, Outlet
 from shared.settings import Settings
 from shared.topics import RAW_PAGES
 
@@ -28,28 +31,27 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3  # transient page failures before a URL is given up
 
 
-class Fetcher:
+class FetchStage:
+    decl: ClassVar[pipeline.StageDecl] = pipeline.FETCH
+
     def __init__(self, settings: Settings, sources: list[Source]) -> None:
         self.settings = settings
         self.sources = sources
-        self.topic = RAW_PAGES.name(settings.topic_prefix)
         self.url_ttl = settings.url_ttl_days * 86400
         self.redis: aioredis.Redis = redis_store.connect(settings.redis_url)
         self.http = PoliteClient(settings.user_agent, settings.http_timeout, settings.max_page_bytes,
                                  settings.host_delay_seconds, settings.allow_private_hosts)
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers, acks="all", client_id=f"{settings.topic_prefix}-fetch",
-            max_request_size=8 * 1024 * 1024, linger_ms=5, request_timeout_ms=30000,
-        )
+        self.outlet: Outlet | None = None
 
     async def start(self) -> None:
         await self.redis.ping()
-        await self.producer.start()
 
-    async def stop(self) -> None:
-        await self.producer.stop()
-        await self.http.aclose()
-        await self.redis.aclose()
+    async def run(self, outlet: Outlet, stop: asyncio.Event) -> None:
+        self.outlet = outlet
+        try:
+            await asyncio.gather(*(self.run_source(s, stop) for s in self.sources))
+        finally:
+            await self.http.aclose()
 
     async def _listed(self, source: Source) -> list[Item]:
         """Every item the source's feeds, sitemaps and pages list now."""
@@ -97,7 +99,7 @@ class Fetcher:
 
     async def _fetch_item(self, source: Source, item: Item) -> None:
         aid = article_id(item.url)
-        seen_key = f"nw:fetch:url:{aid}"
+        seen_key = redis_store.url_key(aid)
         if await self.redis.exists(seen_key):
             return
         try:
@@ -123,10 +125,13 @@ class Fetcher:
             feed_title=item.title, feed_published=item.published, lang_hint=item.lang or source.lang,
         )
         started = time.perf_counter()
-        await self.producer.send_and_wait(self.topic, events.encode(page), key=aid.encode())
-        # Only now that the broker holds the page is the URL known: a crash before re-fetches it.
-        await self.redis.set(seen_key, "1", ex=self.url_ttl)
-        metrics.MESSAGES_OUT.labels("fetch", RAW_PAGES.suffix).inc()
+
+        async def in_flight() -> None:
+            # Only now that the broker holds the page is the URL in flight: a crash before re-fetches it.
+            await redis_store.mark_url(self.redis, aid, redis_store.URL_INFLIGHT, self.settings.inflight_ttl_seconds)
+
+        assert self.outlet is not None
+        await self.outlet.deliver_retrying([Emit(RAW_PAGES, aid, page, after=in_flight)])
         metrics.PROCESSING_SECONDS.labels("fetch").observe(time.perf_counter() - started)
         log.info("page published", extra={"source": source.id, "url": item.url, "id": aid})
 
@@ -146,43 +151,23 @@ class Fetcher:
         while not stop.is_set():
             try:
                 await self.poll(source)
-            except redis_store.TRANSIENT_ERRORS as exc:
-                metrics.RETRIES.labels("fetch").inc()
-                log.warning("Redis unavailable during poll", extra={"source": source.id, "error": repr(exc)})
-            except Exception:  # one broken source must not stop the others
-                log.exception("poll failed", extra={"source": source.id})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one broken source must not stop the others
+                if classify(exc) is Kind.TRANSIENT:
+                    metrics.RETRIES.labels("fetch").inc()
+                    log.warning("poll interrupted, retried at the next poll",
+                                extra={"source": source.id, "error": repr(exc)})
+                else:
+                    log.exception("poll failed", extra={"source": source.id})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
-async def run(settings: Settings) -> None:
-    sources = load_sources(settings.sources)
-    port = metrics.serve_metrics("fetch", settings.metrics_port, settings.metrics_host)
-    fetcher = Fetcher(settings, sources)
-    delay = 0.5
-    while True:
-        try:
-            await fetcher.start()
-            break
-        except Exception as exc:  # broker or Redis still starting
-            log.warning("fetch start failed, retrying", extra={"error": repr(exc), "delay": delay})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-    log.info("service started", extra={"stage": "fetch", "metrics_port": port, "sources": len(sources)})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await asyncio.gather(*(fetcher.run_source(s, stop) for s in sources))
-    finally:
-        await fetcher.stop()
-        log.info("service stopped", extra={"stage": "fetch"})
-
-
 def main() -> None:
     from shared.logs import setup_logging
+    from shared.runtime import run_service
 
     settings = Settings.from_env()
     setup_logging("fetch", settings.log_level, settings.log_format)
-    asyncio.run(run(settings))
+    run_service("fetch", [FetchStage(settings, load_sources(settings.sources))], settings)

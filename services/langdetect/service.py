@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import ClassVar
 
 from services.langdetect.detect import detect_document
-from shared import events
-from shared.app import Emit
+from shared import events, pipeline
+from shared.runtime import Emit, cpu
 from shared.settings import Settings
-from shared.topics import ARTICLES, LABELLED, TopicSpec
+from shared.topics import LABELLED
 
 
 def label(article: events.Article) -> events.LabelledArticle:
@@ -23,24 +22,23 @@ def label(article: events.Article) -> events.LabelledArticle:
 
 
 class LangdetectStage:
-    name: ClassVar[str] = "langdetect"
-    input: ClassVar[TopicSpec] = ARTICLES
+    decl: ClassVar[pipeline.StageDecl] = pipeline.LANGDETECT
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     async def start(self) -> None:
         # Load both models before the first message, off the event loop (lingua takes seconds).
-        await asyncio.to_thread(detect_document, "Warm-up text to load the language models.", "Titre")
+        await cpu(detect_document, "Warm-up text to load the language models.", "Titre")
 
     async def process(self, article: events.Article) -> list[Emit]:
-        return [Emit(LABELLED, article.id, label(article))]
+        return [Emit(LABELLED, article.id, await cpu(label, article))]
 
 
 def main() -> None:
-    from shared.app import run_stage
     from shared.logs import setup_logging
+    from shared.runtime import run_service
 
     settings = Settings.from_env()
     setup_logging("langdetect", settings.log_level, settings.log_format)
-    run_stage(LangdetectStage(settings), settings)
+    run_service("langdetect", [LangdetectStage(settings)], settings)

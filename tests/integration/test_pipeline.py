@@ -17,10 +17,12 @@ import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from services.demo_sites.content import ARTICLES, EXPECTED_ALERTS, story_key
-from services.demo_sites.server import serve_in_thread, sources_yaml
+from newswatch import local
+from newswatch.demo.content import ARTICLES, EXPECTED_ALERTS, story_key
+from newswatch.demo.server import serve_in_thread, sources_yaml
 from services.fetch.feeds import article_id
-from shared import events, local
+from shared import events
+from shared.pipeline import SERVICE_NAMES
 from shared.settings import Settings
 from shared.topics import ALERTS, DEAD_LETTER, LABELLED, RAW_PAGES, TAGGED, create_topics
 from shared.topics import ARTICLES as ARTICLES_TOPIC
@@ -73,12 +75,12 @@ def pipeline(broker_port: int, redis_port: int, tmp_path_factory: pytest.TempPat
     redis.Redis.from_url(settings.redis_url).flushdb()
     create_topics(settings)
     procs: list[subprocess.Popen[bytes]] = []
-    for name in local.SERVICES:
+    for name in SERVICE_NAMES:
         procs.append(local.start_service(name, {**env, "NEWSWATCH_METRICS_PORT": str(local.free_port())},
                                          workdir / f"{name}.log"))
     try:
         yield settings
-        for proc, name in zip(procs, local.SERVICES, strict=True):
+        for proc, name in zip(procs, SERVICE_NAMES, strict=True):
             assert proc.poll() is None, f"{name} died: {(workdir / f'{name}.log').read_text()[-3000:]}"
     finally:
         local.stop(procs)

@@ -6,13 +6,13 @@ import time
 
 import pytest
 
+from newswatch.demo.content import ARTICLES
+from newswatch.demo.server import DemoSites, article_path
 from services.clean.extract import ExtractionError, decode_body, extract_page
 from services.clean.service import build_article
 from services.clean.textdump import clean_text_dump, is_junk_line
-from services.demo_sites.content import ARTICLES
-from services.demo_sites.server import DemoSites, article_path
 from shared import events
-from shared.app import PoisonInput
+from shared.runtime import PoisonInput
 from tests.conftest import FIXTURES
 
 

@@ -52,7 +52,7 @@ def test_readme_documents_every_setting_and_topic() -> None:
 
 
 def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], input=stdin, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "newswatch.cli", *args], input=stdin, capture_output=True,
                           text=True, cwd=ROOT, timeout=120)
 
 
@@ -106,16 +106,22 @@ def test_compose_matches_the_code() -> None:
     assert re.search(r"^USER\s+(?!root)\w+", dockerfile, re.M), "the image must not run as root"
 
 
-def test_every_is_due_once_per_interval(monkeypatch) -> None:
-    from shared import throttle
+def test_watched_file_checks_at_most_every_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import os
+
+    from shared import watched
 
     clock = [100.0]
-    monkeypatch.setattr(throttle.time, "monotonic", lambda: clock[0])
-    every = throttle.Every(2.0)
-    assert not every.due()
+    monkeypatch.setattr(watched.time, "monotonic", lambda: clock[0])
+    path = tmp_path / "v.txt"
+    path.write_text("1")
+    value = watched.Watched("value", [str(path)], lambda: int(path.read_text()), check_seconds=2.0)
+    path.write_text("22")
+    os.utime(path, (5, 5))
     clock[0] = 101.9
-    assert not every.due()
+    assert not asyncio.run(value.refresh()) and value.value == 1  # not due yet
     clock[0] = 102.0
-    assert every.due() and not every.due()
+    assert asyncio.run(value.refresh()) and value.value == 22
     clock[0] = 104.5
-    assert every.due()
+    assert not asyncio.run(value.refresh())  # due, but unchanged

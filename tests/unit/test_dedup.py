@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from newswatch.demo.content import ARTICLES
 from services.clean.dedup import StoryIndex, content_hash
-from services.demo_sites.content import ARTICLES
 from shared.redis_store import connect
 
 WIRE = [a for a in ARTICLES if a.story == "wire-putin-pashinyan"]

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from services.entities.gazetteer import usable_name
-from services.entities.kb import TableSource, arabic_forms, load_table, russian_forms
+from services.entities.kb import arabic_forms, load_table, russian_forms
 from services.entities.match import Matcher
 from services.entities.ner import Linker, NerMention, Recognisers, SpacyFrench
-from services.entities.service import tag
+from services.entities.service import tag, watched_tagger
 
 MATCHER = Matcher(load_table())
 
@@ -73,20 +73,22 @@ def test_variant_generators() -> None:
 
 
 def test_watchlist_is_reloaded(tmp_path: Path) -> None:
+    import asyncio
+    import os
+
     watch = tmp_path / "watch.yaml"
     watch.write_text("entities:\n  - {id: nw:org:acme, type: organisation, name: Acme, names: {en: [Acme Corp]}}\n")
-    source = TableSource([str(watch)])
-    assert any(e.id == "nw:org:acme" for e in source.entities)
+    source = watched_tagger("", str(watch))
+    assert [h.entity.id for h in source.value.matcher.find("Acme Corp said.")] == ["nw:org:acme"]
     watch.write_text("entities:\n  - {id: Q7747, names: {en: [the Russian leader]}}\n")
-    import os
     os.utime(watch, (1, 1))
-    assert source.reload()
-    matcher = Matcher(source.entities)
-    assert [h.entity.id for h in matcher.find("The Russian leader spoke.")] == ["Q7747"]
+    assert asyncio.run(source.refresh(force=True))
+    assert [h.entity.id for h in source.value.matcher.find("The Russian leader spoke.")] == ["Q7747"]
     watch.write_text("not: [valid")
     os.utime(watch, (2, 2))
-    assert not source.reload()  # a broken edit keeps the table it had
-    assert any(e.id == "Q7747" for e in source.entities)
+    assert not asyncio.run(source.refresh(force=True))  # a broken edit keeps the table it had
+    assert "not valid YAML" in source.error or "valid" in source.error
+    assert [h.entity.id for h in source.value.matcher.find("The Russian leader spoke.")] == ["Q7747"]
 
 
 class FakeRecogniser:

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from services.demo_sites.content import ARTICLES, SITES
-from services.demo_sites.server import feed_path, serve_in_thread
+from newswatch.demo.content import ARTICLES, SITES
+from newswatch.demo.server import feed_path, serve_in_thread
+from newswatch.local import free_port
 from services.fetch.feeds import SourcesError, article_id, parse_feed, parse_sitemap, parse_sources
 from services.fetch.politeness import FetchError, HostGate, PoliteClient, check_url_safe
-from shared.local import free_port
 
 
 def test_article_id_ignores_tracking_and_fragments() -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.alert.rules import RuleError, RuleSource, match_article, parse_rules
+from services.alert.rules import RuleError, load_rules, match_article, parse_rules
+from services.alert.service import watched_rules
 from shared import events
 
 
@@ -56,17 +57,24 @@ def test_bad_rules_say_what_is_wrong(doc: dict, message: str) -> None:
 
 
 def test_demo_rules_file_loads() -> None:
-    assert {r.id for r in RuleSource("config/rules.yaml").rules} >= {"karabakh", "putin-pashinyan"}
+    assert {r.id for r in load_rules("config/rules.yaml")} >= {"karabakh", "putin-pashinyan"}
 
 
 def test_rules_reload_keeps_old_rules_on_error(tmp_path: Path) -> None:
+    import asyncio
     import os
     path = tmp_path / "r.yaml"
     path.write_text("rules:\n  - {id: a, any: [x]}\n")
-    source = RuleSource(str(path))
+    source = watched_rules(str(path))
     path.write_text("rules:\n  - {id: b, any: [y]}\n")
     os.utime(path, (1, 1))
-    assert source.reload() and source.rules[0].id == "b"
+    assert asyncio.run(source.refresh(force=True)) and source.value[0].id == "b"
     path.write_text("rules: [{id: c}]\n")
     os.utime(path, (2, 2))
-    assert not source.reload() and source.rules[0].id == "b"
+    assert not asyncio.run(source.refresh(force=True)) and source.value[0].id == "b"
+    assert "rule c: needs at least one" in source.error
+    # A file saved in Latin-1 is refused at reload, with the line, and the old rules stay.
+    path.write_bytes("rules:\n  - {id: d, any: [négociations]}\n".encode("latin-1"))
+    os.utime(path, (3, 3))
+    assert not asyncio.run(source.refresh(force=True)) and source.value[0].id == "b"
+    assert "line 2" in source.error and "not UTF-8" in source.error

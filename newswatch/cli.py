@@ -175,10 +175,10 @@ def service(name: Annotated[str, typer.Argument(help="fetch, clean, langdetect, 
     """Run one service (what each container runs). Configured by NEWSWATCH_* variables."""
     import importlib
 
-    from shared.local import SERVICES
+    from shared.pipeline import SERVICE_NAMES
 
-    if name not in SERVICES:
-        raise typer.BadParameter(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
+    if name not in SERVICE_NAMES:
+        raise typer.BadParameter(f"unknown service {name!r}; one of {', '.join(SERVICE_NAMES)}")
     importlib.import_module(f"services.{name}.service").main()
 
 
@@ -203,8 +203,8 @@ def alerts_tail(as_json: Annotated[bool, typer.Option("--json", help="One JSON a
 
     from rich.console import Console
 
+    from newswatch.runner import format_alert, tail_alerts
     from shared import events
-    from shared.runner import format_alert, tail_alerts
     from shared.settings import Settings
 
     console = Console()
@@ -238,16 +238,18 @@ def run(
     poll_seconds: Annotated[float, typer.Option(help="Seconds between polls of a feed")] = 3.0,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
     until_alerts: Annotated[int | None, typer.Option(help="Stop after this many alerts")] = None,
+    drain_seconds: Annotated[float, typer.Option(help="On stop, wait at most this long for every stage to "
+                                                      "catch up")] = 60.0,
 ) -> None:
     """Run the whole pipeline here: broker, Redis, demo sites, five services; print alerts live."""
-    from shared.local import free_port
-    from shared.runner import RunOptions, run_pipeline
+    from newswatch.local import free_port
+    from newswatch.runner import RunOptions, run_pipeline
 
     code = run_pipeline(RunOptions(
         run_dir=run_dir, broker_port=broker_port or free_port(), redis_port=redis_port or free_port(),
         sites_port=sites_port or free_port(), sources=sources, rules=rules, pace=pace,
         poll_seconds=poll_seconds, duration=duration, until_alerts=until_alerts,
-        metrics_base_port=metrics_base_port,
+        metrics_base_port=metrics_base_port, drain_seconds=drain_seconds,
     ))
     raise typer.Exit(code=code)
 
@@ -256,7 +258,7 @@ def run(
 def demo_sites(port: Annotated[int, typer.Option()] = 8808, host: Annotated[str, typer.Option()] = "127.0.0.1",
                pace: Annotated[float, typer.Option()] = 1.0) -> None:
     """Serve the demo news sites (what `run` starts by itself)."""
-    from services.demo_sites.server import make_server, sources_yaml
+    from newswatch.demo.server import make_server, sources_yaml
 
     server, _ = make_server(host, port, pace)
     typer.echo(f"demo sites on http://{host}:{port}; sources file:\n" + sources_yaml(f"http://{host}:{port}", 60))

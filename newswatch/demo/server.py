@@ -13,7 +13,7 @@ import time
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from services.demo_sites.content import ARTICLES, SITES, DemoArticle, Site
+from newswatch.demo.content import ARTICLES, SITES, DemoArticle, Site
 
 _SHARE = {
     "fr": "Partager : Facebook · X · WhatsApp · E-mail",

@@ -1,0 +1,467 @@
+"""The stage runtime: every service runs its stages here, and this module owns, once, everything
+around a stage's domain work.
+
+A consuming stage is an object with ``process(event) -> outputs``; a source stage (fetch's
+poller) has ``run(outlet, stop)`` and hands its outputs to the outlet. For both, the runtime:
+
+- decodes the input schema, and refuses an input over ``NEWSWATCH_MAX_MESSAGE_BYTES``;
+- applies the failure policy of ``shared.failures``: transient errors (Redis, broker, network)
+  are retried with capped backoff, *sends included*, for as long as they last; poison inputs go
+  to the dead-letter topic with the reason; unknown exceptions are retried
+  ``NEWSWATCH_UNKNOWN_ERROR_ATTEMPTS`` times, then dead-lettered with the frame they came from;
+- checks that a stage only produces to the topics the pipeline declares for it, and that no
+  output is over the message cap (a poison input then, never a lost one);
+- sends the outputs and waits for the broker's acknowledgement of each before the input is
+  acknowledged: faust commits an offset only once its message is acked (streams run with manual
+  acks, so an input interrupted by a crash, a cancel or a shutdown is never committed);
+- publishes an output that carries a ``once_key`` at most once per key: the key is checked before
+  the send and written after the acknowledgement (a crash between the two can repeat it once);
+- caps dead letters: the payload is cut to ``NEWSWATCH_DEAD_LETTER_PAYLOAD_BYTES``, with its size,
+  SHA-256 and the input's topic/partition/offset kept, so the whole input can be re-read;
+- runs CPU-heavy work off the event loop (``cpu()``), so heartbeats, commits and a service's
+  other stages keep running while a page is extracted or a model runs.
+
+Delivery is at-least-once; stages are idempotent (article and story ids in Redis), so a
+redelivered input changes nothing downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, ClassVar, Protocol, TypeVar, cast
+
+import faust
+import redis.asyncio as aioredis
+
+from shared import events, metrics, pipeline, redis_store
+from shared.failures import Kind, PoisonInput, classify, where
+from shared.logs import logging_config
+from shared.pipeline import ServiceDecl, StageDecl
+from shared.retry import Backoff
+from shared.settings import Settings
+from shared.topics import DEAD_LETTER, TopicSpec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Emit", "Outlet", "PoisonInput", "SourceStage", "Stage", "StageRunner", "cpu", "run_service"]
+
+T = TypeVar("T")
+
+# One worker thread per process for CPU-heavy work: the event loop keeps its thread (heartbeats,
+# commits, other agents), and a stage's work stays in order. lxml, fastText, lingua and spaCy
+# release the GIL for much of their work, so the loop is not starved meanwhile.
+_CPU_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="newswatch-cpu")
+
+
+async def cpu(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn(*args, **kwargs)`` on the CPU worker thread and wait for it without blocking the loop."""
+    return await asyncio.get_running_loop().run_in_executor(_CPU_POOL, partial(fn, *args, **kwargs))
+
+
+class Emit:
+    """One output: an event for a topic, under a key.
+
+    ``once_key``: a Redis key; the output is published only if the key is not set, and the key is
+    set once the broker has acknowledged it (an alert per rule and story). ``after``: a coroutine
+    run once every output of the input is acknowledged (e.g. mark a URL done)."""
+
+    __slots__ = ("after", "event", "key", "once_key", "topic")
+
+    def __init__(self, topic: TopicSpec, key: str, event: events.Event, *, once_key: str = "",
+                 after: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.topic = topic
+        self.key = key
+        self.event = event
+        self.once_key = once_key
+        self.after = after
+
+
+class Stage(Protocol):
+    decl: ClassVar[StageDecl]
+
+    async def start(self) -> None: ...
+
+    async def process(self, event: Any) -> Sequence[Emit]: ...
+
+
+class SourceStage(Protocol):
+    decl: ClassVar[StageDecl]
+
+    async def start(self) -> None: ...
+
+    async def run(self, outlet: Outlet, stop: asyncio.Event) -> None: ...
+
+
+# (topic name, key, value) → resolves once the broker acknowledged the message.
+Sender = Callable[[str, bytes | None, bytes], Awaitable[None]]
+
+
+class Outlet:
+    """Sends one stage's outputs: declared topics only, size-capped, once-keys honoured, acknowledged."""
+
+    def __init__(self, decl: StageDecl, send: Sender, redis: aioredis.Redis, settings: Settings) -> None:
+        self.decl = decl
+        self.send = send
+        self.redis = redis
+        self.settings = settings
+        self.prefix = settings.topic_prefix
+        self._allowed = {t.suffix for t in decl.outputs}
+        self.backoff = Backoff(initial=0.2, cap=settings.retry_cap_seconds)
+
+    def encode(self, out: Emit) -> bytes:
+        if out.topic.suffix not in self._allowed:
+            raise RuntimeError(f"stage {self.decl.name} produced to {out.topic.suffix!r}, which the pipeline "
+                               f"does not declare for it (declared: {sorted(self._allowed) or 'none'})")
+        value = events.encode(out.event)
+        if len(value) > self.settings.max_message_bytes:
+            raise PoisonInput(f"output to {out.topic.suffix} is {len(value)} bytes, over the "
+                              f"{self.settings.max_message_bytes}-byte message limit")
+        return value
+
+    async def deliver(self, outputs: Sequence[Emit]) -> None:
+        """Send every output and wait for every acknowledgement; raises what the send raised."""
+        encoded = [(out, self.encode(out)) for out in outputs]  # all checked before anything is sent
+        sent: list[Emit] = []
+        for out, value in encoded:
+            if out.once_key and await self.redis.exists(out.once_key):
+                metrics.ONCE_SKIPPED.labels(self.decl.name, out.topic.suffix).inc()
+                continue
+            await self.send(out.topic.name(self.prefix), out.key.encode("utf-8"), value)
+            sent.append(out)
+        for out in sent:
+            if out.once_key:
+                await self.redis.set(out.once_key, "1", ex=self.settings.dedup_ttl_days * 86400)
+            metrics.MESSAGES_OUT.labels(self.decl.name, out.topic.suffix).inc()
+            fetched_at = _fetched_at(out.event)
+            if fetched_at:
+                metrics.ARTICLE_AGE_SECONDS.labels(self.decl.name).observe(max(0.0, time.time() - fetched_at))
+        for out in outputs:
+            if out.after is not None:
+                await out.after()
+
+    async def deliver_retrying(self, outputs: Sequence[Emit], stop: asyncio.Event | None = None) -> bool:
+        """For source stages: retry transient failures until delivered (True) or ``stop`` (False).
+        Raises PoisonInput (and unknown errors) to the caller, which has no input to dead-letter."""
+        attempt = 0
+        while True:
+            try:
+                await self.deliver(outputs)
+                return True
+            except Exception as exc:
+                if classify(exc) is not Kind.TRANSIENT:
+                    raise
+                attempt += 1
+                metrics.RETRIES.labels(self.decl.name).inc()
+                log.warning("send failed, retrying", extra={"stage": self.decl.name, "error": repr(exc),
+                                                            "attempt": attempt})
+                if not await self.backoff.sleep(attempt, stop):
+                    return False
+
+
+def _fetched_at(event: events.Event) -> float | None:
+    if isinstance(event, events.RawPage | events.Article):
+        return event.fetched_at
+    if isinstance(event, events.LabelledArticle | events.TaggedArticle):
+        return event.article.fetched_at
+    return None
+
+
+def dead_letter_for(stage: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                    exc: BaseException, kind: Kind, attempts: int, cap: int) -> events.DeadLetter:
+    """The dead letter of an input: its head (at most ``cap`` bytes), size and hash, and why."""
+    payload = value or b""
+    reason = str(exc) or repr(exc)
+    return events.DeadLetter(
+        id=(key or b"").decode("utf-8", "replace")[:1000], stage=stage, topic=topic, partition=partition,
+        offset=offset, error=type(exc).__name__, kind=kind.value, reason=reason[:2000], where=where(exc),
+        attempts=attempts, payload=payload[:cap], payload_bytes=len(payload),
+        payload_sha256=hashlib.sha256(payload).hexdigest(), truncated=len(payload) > cap,
+    )
+
+
+class StageRunner:
+    """Runs one consuming stage: ``handle`` one input to the end (outputs acknowledged, or dead-lettered).
+
+    ``handle`` returns only when the input may be acknowledged; it raises only CancelledError."""
+
+    def __init__(self, stage: Stage, send: Sender, redis: aioredis.Redis, settings: Settings) -> None:
+        if stage.decl.input is None:
+            raise TypeError(f"stage {stage.decl.name} has no input topic: run it as a source stage")
+        self.stage = stage
+        self.name = stage.decl.name
+        self.input: TopicSpec = stage.decl.input
+        self.settings = settings
+        self.outlet = Outlet(stage.decl, send, redis, settings)
+        self.send = send
+        self.backoff = Backoff(initial=0.2, cap=settings.retry_cap_seconds)
+        self._started = False
+
+    async def ensure_started(self) -> None:
+        """Load models and connect before the first input; transient failures are waited out."""
+        attempt = 0
+        while not self._started:
+            try:
+                await self.stage.start()
+                self._started = True
+            except Exception as exc:
+                if classify(exc) is not Kind.TRANSIENT:
+                    raise
+                attempt += 1
+                log.warning("stage start failed, retrying", extra={"stage": self.name, "error": repr(exc)})
+                await self.backoff.sleep(attempt)
+        log.info("stage started", extra={"stage": self.name})
+
+    async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
+        """Process one input: returns "ok" or "dead-lettered"."""
+        metrics.MESSAGES_IN.labels(self.name).inc()
+        started = time.perf_counter()
+        transient = unknown = 0
+        while True:
+            try:
+                if value is not None and len(value) > self.settings.max_message_bytes:
+                    raise PoisonInput(f"input is {len(value)} bytes, over the "
+                                      f"{self.settings.max_message_bytes}-byte message limit")
+                try:
+                    event = events.decode(self.input.schema, value)
+                except events.SchemaError as exc:
+                    raise PoisonInput(str(exc)) from exc
+                outputs = await self.stage.process(event)
+                await self.outlet.deliver(outputs)
+                metrics.PROCESSING_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+                return "ok"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                kind = classify(exc)
+                if kind is Kind.TRANSIENT:
+                    # Redis or the broker is away: wait and retry the same input; never drop it.
+                    transient += 1
+                    metrics.RETRIES.labels(self.name).inc()
+                    log.warning("transient failure, retrying", extra={
+                        "stage": self.name, "error": repr(exc)[:500], "attempt": transient, "topic": topic,
+                        "partition": partition, "offset": offset})
+                    await self.backoff.sleep(transient)
+                    continue
+                if kind is Kind.UNKNOWN and unknown + 1 < self.settings.unknown_error_attempts:
+                    unknown += 1
+                    log.warning("unexpected failure, retrying", exc_info=True, extra={
+                        "stage": self.name, "attempt": unknown, "topic": topic, "offset": offset})
+                    await self.backoff.sleep(unknown)
+                    continue
+                metrics.MESSAGES_FAILED.labels(self.name, type(exc).__name__).inc()
+                await self._dead_letter(topic, partition, offset, key, value, exc, kind, unknown + 1)
+                return "dead-lettered"
+
+    async def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                           exc: Exception, kind: Kind, attempts: int) -> None:
+        letter = dead_letter_for(self.name, topic, partition, offset, key, value, exc, kind, attempts,
+                                 self.settings.dead_letter_payload_bytes)
+        log.error("input dead-lettered", extra={
+            "stage": self.name, "topic": topic, "partition": partition, "offset": offset, "error": letter.error,
+            "kind": letter.kind, "reason": letter.reason[:500], "where": letter.where,
+            "bytes": letter.payload_bytes}, exc_info=kind is Kind.UNKNOWN)
+        body = events.encode(letter)
+        attempt = 0
+        while True:  # the dead letter is this input's only output: it is sent before the input is acked
+            try:
+                await self.send(DEAD_LETTER.name(self.settings.topic_prefix), key[:1000] if key else key, body)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as send_exc:
+                attempt += 1
+                metrics.RETRIES.labels(self.name).inc()
+                log.warning("dead-letter send failed, retrying", extra={"stage": self.name,
+                                                                        "error": repr(send_exc)[:500]})
+                await self.backoff.sleep(attempt)
+        metrics.DEAD_LETTERED.labels(self.name).inc()
+
+
+# --- faust wiring -----------------------------------------------------------------------------------
+
+
+def make_app(service: ServiceDecl, settings: Settings, **overrides: Any) -> faust.App:
+    """A faust app configured for both Apache Kafka and the embedded tansu broker."""
+    conf: dict[str, Any] = {
+        "broker": [f"kafka://{server}" for server in settings.bootstrap_servers],
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "web_enabled": False,  # /metrics is served by prometheus-client on its own port
+        "topic_allow_declare": False,  # topics are created by the admin step (shared.topics)
+        "topic_disable_leader": True,  # no leader topic: we use no faust Tables
+        # tansu makes a join wait about half the session timeout: keep both short.
+        "broker_session_timeout": 6.0,
+        "broker_heartbeat_interval": 2.0,
+        "broker_commit_interval": 1.0,
+        "broker_commit_every": 100,
+        "consumer_auto_offset_reset": "earliest",
+        # A raw page may be several MB: fetch and produce up to the message cap.
+        "consumer_max_fetch_size": settings.max_message_bytes + 65536,
+        "producer_max_request_size": settings.max_message_bytes + 65536,
+        "producer_acks": -1,
+        "stream_publish_on_commit": False,
+        "stream_wait_empty": False,
+        "processing_guarantee": "at_least_once",
+        "store": "memory://",
+        # faust makes a data folder even with nothing to keep (memory store, no tables): not in the working tree
+        # (faust makes only the last folder of the path: it must sit in an existing one)
+        "datadir": os.path.join(tempfile.gettempdir(), f"faust-{settings.topic_prefix}-{service.name}-{os.getpid()}"),
+    }
+    conf.update(overrides)
+    return faust.App(service.group_id(settings.topic_prefix), **conf)
+
+
+class _Service:
+    """One service process: a faust app with one agent per consuming stage and one task per source stage."""
+
+    def __init__(self, decl: ServiceDecl, stages: Sequence[Stage | SourceStage], settings: Settings) -> None:
+        self.decl = decl
+        self.settings = settings
+        self.app = make_app(decl, settings)
+        self.redis = redis_store.connect(settings.redis_url)
+        self._topics: dict[str, faust.types.TopicT] = {}
+        for stage in stages:
+            if stage.decl.input is None:
+                self._add_source(stage)  # type: ignore[arg-type]
+            else:
+                self._add_consumer(stage)  # type: ignore[arg-type]
+
+    def _topic(self, name: str) -> faust.types.TopicT:
+        if name not in self._topics:
+            self._topics[name] = self.app.topic(name)
+        return self._topics[name]
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        delivery = await self._topic(topic).send(key=key, value=value)
+        await delivery  # the broker's acknowledgement
+
+    def _add_consumer(self, stage: Stage) -> None:
+        runner = StageRunner(stage, self.send, self.redis, self.settings)
+        source = self._topic(runner.input.name(self.settings.topic_prefix))
+
+        async def agent(stream: faust.StreamT) -> None:
+            await runner.ensure_started()
+            # acked below, only once handled: an interrupted input is never committed
+            manual = cast(Any, stream).noack()
+            async for event in manual.events():
+                message = event.message
+                await runner.handle(message.topic, message.partition, message.offset, event.key, event.value)
+                await manual.ack(event)
+
+        self.app.agent(source, name=f"{stage.decl.name}-agent")(agent)
+
+    def _add_source(self, stage: SourceStage) -> None:
+        outlet = Outlet(stage.decl, self.send, self.redis, self.settings)
+        stop = asyncio.Event()
+
+        async def task() -> None:
+            runner_backoff = Backoff(initial=0.5, cap=self.settings.retry_cap_seconds)
+            attempt = 0
+            while True:
+                try:
+                    await stage.start()
+                    break
+                except Exception as exc:
+                    if classify(exc) is not Kind.TRANSIENT:
+                        raise
+                    attempt += 1
+                    log.warning("stage start failed, retrying", extra={"stage": stage.decl.name,
+                                                                       "error": repr(exc)})
+                    await runner_backoff.sleep(attempt)
+            log.info("stage started", extra={"stage": stage.decl.name})
+            try:
+                await stage.run(outlet, stop)
+            finally:
+                stop.set()
+
+        self.app.task(task)  # cancelled by the worker at shutdown
+
+
+async def _run_sources(decl: ServiceDecl, stages: Sequence[SourceStage], settings: Settings) -> None:
+    """A service made only of source stages (fetch): a plain producer, no consumer group to join."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5,
+                                client_id=decl.group_id(settings.topic_prefix), request_timeout_ms=30000,
+                                max_request_size=settings.max_message_bytes + 65536)
+    backoff = Backoff(initial=0.5, cap=settings.retry_cap_seconds)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    attempt = 0
+    while not stop.is_set():
+        try:
+            await producer.start()
+            break
+        except Exception as exc:
+            if classify(exc) is not Kind.TRANSIENT:
+                raise
+            attempt += 1
+            log.warning("broker not reachable yet, retrying", extra={"error": repr(exc), "attempt": attempt})
+            await backoff.sleep(attempt, stop)
+    redis = redis_store.connect(settings.redis_url)
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> None:
+        await producer.send_and_wait(topic, value, key=key)
+
+    async def one(stage: SourceStage) -> None:
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await stage.start()
+                break
+            except Exception as exc:
+                if classify(exc) is not Kind.TRANSIENT:
+                    raise
+                attempt += 1
+                log.warning("stage start failed, retrying", extra={"stage": stage.decl.name, "error": repr(exc)})
+                await backoff.sleep(attempt, stop)
+        log.info("stage started", extra={"stage": stage.decl.name})
+        await stage.run(Outlet(stage.decl, send, redis, settings), stop)
+
+    tasks = [asyncio.create_task(one(stage), name=stage.decl.name) for stage in stages]
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopping and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await producer.stop()
+        await redis.aclose()
+        log.info("service stopped", extra={"service": decl.name})
+
+
+def run_service(name: str, stages: Sequence[Stage | SourceStage], settings: Settings) -> None:
+    """Entry point of a service: metrics server, its declared stages, then one faust worker (a service
+    with consuming stages) or a plain producer loop (a service of source stages only).
+
+    Blocks until stopped (SIGINT/SIGTERM stop it cleanly, committing what is done)."""
+    decl = pipeline.service(name)
+    given = sorted(s.decl.name for s in stages)
+    if given != sorted(s.name for s in decl.stages):
+        raise RuntimeError(f"service {name} declares stages {[s.name for s in decl.stages]} but was given {given}")
+    port = metrics.serve_metrics(decl, settings.metrics_port, settings.metrics_host)
+    log.info("service starting", extra={"service": name, "metrics_port": port, "stages": [s.name for s in decl.stages],
+                                        "inputs": [t.name(settings.topic_prefix) for t in decl.inputs]})
+    if not decl.inputs:
+        asyncio.run(_run_sources(decl, cast(Sequence[SourceStage], stages), settings))
+        return
+    service = _Service(decl, stages, settings)
+    worker = faust.Worker(service.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
+                          logging_config=logging_config(name, settings.log_level, settings.log_format))
+    worker.execute_from_commandline()
