@@ -1,0 +1,288 @@
+"""The stage runtime's paths, on a real Redis and a scripted sender: classification, retries of
+transient failures (sends included), unknown errors retried then dead-lettered, the dead-letter
+cap, undeclared outputs, outputs over the message cap, once-keys and after-hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from aiokafka import errors as kafka_errors
+
+from shared import events, pipeline
+from shared.failures import Kind, PoisonInput, TransientError, classify
+from shared.retry import Backoff, parse_retry_after
+from shared.runtime import Emit, StageRunner, cpu
+from shared.settings import Settings
+from shared.topics import ARTICLES, DEAD_LETTER, LABELLED, RAW_PAGES
+
+
+@pytest.mark.parametrize(("exc", "kind"), [
+    (redis.ConnectionError("refused"), Kind.TRANSIENT),
+    (redis.TimeoutError("slow"), Kind.TRANSIENT),
+    (redis.ReadOnlyError("You can't write against a read only replica."), Kind.TRANSIENT),
+    (redis.BusyLoadingError("Redis is loading the dataset in memory"), Kind.TRANSIENT),
+    (redis.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'."), Kind.TRANSIENT),
+    (redis.ResponseError("OOM command not allowed"), Kind.TRANSIENT),
+    (redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), Kind.UNKNOWN),
+    (kafka_errors.KafkaConnectionError("broker gone"), Kind.TRANSIENT),
+    (kafka_errors.KafkaTimeoutError(), Kind.TRANSIENT),
+    (kafka_errors.NotLeaderForPartitionError(), Kind.TRANSIENT),
+    (kafka_errors.UnknownTopicOrPartitionError(), Kind.TRANSIENT),
+    (kafka_errors.MessageSizeTooLargeError(), Kind.POISON),
+    (ConnectionResetError(), Kind.TRANSIENT),
+    (TimeoutError(), Kind.TRANSIENT),
+    (TransientError("not ready"), Kind.TRANSIENT),
+    (PoisonInput("no text"), Kind.POISON),
+    (events.SchemaError("not JSON"), Kind.POISON),
+    (RecursionError(), Kind.POISON),
+    (KeyError("bug"), Kind.UNKNOWN),
+    (ZeroDivisionError(), Kind.UNKNOWN),
+])
+def test_failure_policy_table(exc: BaseException, kind: Kind) -> None:
+    assert classify(exc) is kind
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    import random
+
+    backoff = Backoff(initial=0.5, cap=4.0, factor=2.0, jitter=0.2)
+    rng = random.Random(1)
+    delays = [backoff.delay(n, rng) for n in range(1, 10)]
+    assert 0.4 <= delays[0] <= 0.6 and 0.8 <= delays[1] <= 1.2
+    assert all(d <= 4.0 * 1.2 for d in delays) and delays[-1] >= 4.0 * 0.8
+    assert Backoff(initial=1, cap=8, jitter=0).delay(3) == 4.0
+
+
+def test_retry_after_seconds_and_dates() -> None:
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+class FakeBroker:
+    """A sender that fails on demand: ``failures`` holds exceptions raised by the next sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.failures: list[BaseException] = []
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append((topic, key, value))
+
+    def on(self, suffix: str) -> list[bytes]:
+        return [v for t, _, v in self.sent if t.endswith("." + suffix)]
+
+
+class EchoStage:
+    """articles → articles-labelled; behaviour scripted per test."""
+
+    decl: ClassVar[pipeline.StageDecl] = pipeline.LANGDETECT
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.raises: list[BaseException] = []
+        self.outputs: list[Emit] | None = None
+        self.after_calls = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def process(self, article: events.Article) -> Sequence[Emit]:
+        self.calls += 1
+        if self.raises:
+            raise self.raises.pop(0)
+        if self.outputs is not None:
+            return self.outputs
+
+        async def after() -> None:
+            self.after_calls += 1
+
+        labelled = events.LabelledArticle(id=article.id, article=article,
+                                          language=events.Language(lang="fr", confidence=1.0, script="Latn"))
+        return [Emit(LABELLED, article.id, labelled, after=after)]
+
+
+def _article(text: str = "Un texte.") -> events.Article:
+    return events.Article(id="a1", url="http://example.org/a", source="s", fetched_at=1.0, title="T", text=text)
+
+
+@pytest.fixture
+def runtime_env(redis_port: int) -> Any:
+    settings = dataclasses.replace(Settings.from_env({}), redis_url=f"redis://127.0.0.1:{redis_port}/5",
+                                   topic_prefix=f"rt-{uuid.uuid4().hex[:6]}", retry_cap_seconds=0.05,
+                                   dead_letter_payload_bytes=1000, max_message_bytes=200_000)
+    redis.Redis.from_url(settings.redis_url).flushdb()
+    return settings
+
+
+def _run(settings: Settings, stage: EchoStage, value: bytes | None, broker: FakeBroker | None = None,
+         offset: int = 7) -> tuple[str, FakeBroker]:
+    broker = broker or FakeBroker()
+
+    async def go() -> str:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            runner = StageRunner(stage, broker.send, client, settings)
+            runner.backoff = Backoff(initial=0.001, cap=0.01)
+            runner.outlet.backoff = runner.backoff
+            return await asyncio.wait_for(
+                runner.handle(ARTICLES.name(settings.topic_prefix), 2, offset, b"a1", value), timeout=20)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go()), broker
+
+
+def test_an_input_goes_through_and_its_after_hook_runs_once_acknowledged(runtime_env: Settings) -> None:
+    stage = EchoStage()
+    result, broker = _run(runtime_env, stage, events.encode(_article()))
+    assert result == "ok" and len(broker.on("articles-labelled")) == 1 and stage.after_calls == 1
+
+
+def test_a_failed_send_is_retried_until_the_broker_takes_it(runtime_env: Settings) -> None:
+    stage = EchoStage()
+    broker = FakeBroker()
+    broker.failures = [kafka_errors.KafkaConnectionError("down"), kafka_errors.NotLeaderForPartitionError(),
+                       kafka_errors.KafkaTimeoutError()]
+    result, broker = _run(runtime_env, stage, events.encode(_article()), broker)
+    assert result == "ok" and len(broker.on("articles-labelled")) == 1
+    assert stage.calls == 4  # the input is processed again with each retry: stages are idempotent
+    assert stage.after_calls == 1  # hooks run only after the acknowledged send
+    assert broker.on("dead-letter") == []
+
+
+def test_transient_errors_in_the_stage_are_retried_not_dead_lettered(runtime_env: Settings) -> None:
+    stage = EchoStage()
+    stage.raises = [redis.ConnectionError("refused"), redis.ReadOnlyError("READONLY"), redis.BusyLoadingError()]
+    result, broker = _run(runtime_env, stage, events.encode(_article()))
+    assert result == "ok" and stage.calls == 4 and broker.on("dead-letter") == []
+
+
+def test_poison_is_dead_lettered_at_once_with_the_reason(runtime_env: Settings) -> None:
+    stage = EchoStage()
+    stage.raises = [PoisonInput("no article text")]
+    result, broker = _run(runtime_env, stage, events.encode(_article()))
+    assert result == "dead-lettered" and stage.calls == 1
+    letter = events.decode(events.DeadLetter, broker.on("dead-letter")[0])
+    assert letter.reason == "no article text" and letter.kind == "poison" and letter.stage == "langdetect"
+    assert (letter.topic, letter.partition, letter.offset) == (ARTICLES.name(runtime_env.topic_prefix), 2, 7)
+    assert broker.on("articles-labelled") == []
+
+
+def test_an_unknown_error_is_retried_then_dead_lettered_with_where_it_failed(runtime_env: Settings) -> None:
+    stage = EchoStage()
+    stage.raises = [KeyError("x")] * 5
+    result, broker = _run(runtime_env, stage, events.encode(_article()))
+    assert result == "dead-lettered" and stage.calls == runtime_env.unknown_error_attempts
+    letter = events.decode(events.DeadLetter, broker.on("dead-letter")[0])
+    assert letter.kind == "unknown" and letter.error == "KeyError" and letter.attempts == 3
+    assert "test_runtime.py" in letter.where and "in process" in letter.where
+
+
+def test_an_unknown_error_that_passes_is_not_dead_lettered(runtime_env: Settings) -> None:
+    stage = EchoStage()
+    stage.raises = [KeyError("flaky")]
+    result, broker = _run(runtime_env, stage, events.encode(_article()))
+    assert result == "ok" and broker.on("dead-letter") == []
+
+
+def test_dead_letters_are_capped_and_keep_size_hash_and_offset(runtime_env: Settings) -> None:
+    import hashlib
+
+    big = b"\x00\xff" * 100_000  # 200 kB of binary: neither JSON nor text
+    result, broker = _run(runtime_env, EchoStage(), big)
+    assert result == "dead-lettered"
+    raw = broker.on("dead-letter")[0]
+    letter = events.decode(events.DeadLetter, raw)
+    assert letter.payload == big[:1000] and letter.truncated and letter.payload_bytes == len(big)
+    assert letter.payload_sha256 == hashlib.sha256(big).hexdigest()
+    assert len(raw) < 4000
+
+
+def test_an_input_over_the_message_cap_is_dead_lettered_without_decoding(runtime_env: Settings) -> None:
+    stage = EchoStage()
+    result, broker = _run(runtime_env, stage, events.encode(_article("mot " * 60_000)))
+    assert result == "dead-lettered" and stage.calls == 0
+    assert "over the 200000-byte message limit" in events.decode(events.DeadLetter, broker.on("dead-letter")[0]).reason
+
+
+def test_an_output_over_the_message_cap_is_poison_not_lost(runtime_env: Settings) -> None:
+    stage = EchoStage()
+    huge = _article("mot " * 40_000)  # the input fits, the labelled output (article + language) does not
+    stage.outputs = [Emit(LABELLED, "a1", events.LabelledArticle(
+        id="a1", article=events.Article(**{**{f: getattr(huge, f) for f in huge.__struct_fields__},
+                                           "text": "mot " * 60_000}),
+        language=events.Language(lang="fr", confidence=1.0, script="Latn")))]
+    result, broker = _run(runtime_env, stage, events.encode(_article()))
+    assert result == "dead-lettered" and broker.on("articles-labelled") == []
+    assert "output to articles-labelled" in events.decode(events.DeadLetter, broker.on("dead-letter")[0]).reason
+
+
+def test_an_output_to_an_undeclared_topic_is_refused(runtime_env: Settings) -> None:
+    stage = EchoStage()
+    page = events.RawPage(id="a1", url="u", final_url="u", source="s", fetched_at=1.0, http_status=200,
+                          content_type="text/html", body=b"<p>x</p>")
+    stage.outputs = [Emit(RAW_PAGES, "a1", page)]
+    result, broker = _run(runtime_env, stage, events.encode(_article()))
+    assert result == "dead-lettered" and broker.on("raw-pages") == []
+    assert "does not declare" in events.decode(events.DeadLetter, broker.on("dead-letter")[0]).reason
+
+
+def test_a_once_key_publishes_once_across_redeliveries(runtime_env: Settings) -> None:
+    stage = EchoStage()
+    labelled = events.LabelledArticle(id="a1", article=_article(),
+                                      language=events.Language(lang="fr", confidence=1.0, script="Latn"))
+    stage.outputs = [Emit(LABELLED, "a1", labelled, once_key="nw:test:once:a1")]
+    broker = FakeBroker()
+    broker.failures = [kafka_errors.KafkaConnectionError("down")]  # not sent: not marked, sent at the retry
+    for offset in (7, 7, 8):  # the same input delivered three times
+        assert _run(runtime_env, stage, events.encode(_article()), broker, offset)[0] == "ok"
+    assert len(broker.on("articles-labelled")) == 1
+    assert redis.Redis.from_url(runtime_env.redis_url).ttl("nw:test:once:a1") > 0
+
+
+def test_a_failed_dead_letter_send_is_retried(runtime_env: Settings) -> None:
+    broker = FakeBroker()
+    broker.failures = [kafka_errors.KafkaConnectionError("down"), ConnectionResetError()]
+    result, broker = _run(runtime_env, EchoStage(), b"not json", broker)
+    assert result == "dead-lettered" and len(broker.on("dead-letter")) == 1
+
+
+def test_cpu_work_runs_off_the_event_loop() -> None:
+    import threading
+    import time
+
+    async def go() -> tuple[str, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        name = await cpu(lambda: (time.sleep(0.3), threading.current_thread().name)[1])
+        task.cancel()
+        return name, ticks
+
+    name, ticks = asyncio.run(go())
+    assert name.startswith("newswatch-cpu") and ticks >= 10  # the loop kept running meanwhile
+
+
+def test_the_pipeline_declaration_is_consistent() -> None:
+    pipeline.check()
+    assert [s.name for s in pipeline.SERVICES] == ["fetch", "clean", "langdetect", "entities", "alert"]
+    for svc in pipeline.SERVICES:
+        for stage in svc.stages:
+            assert DEAD_LETTER not in stage.outputs  # the runtime's, not a stage's
