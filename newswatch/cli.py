@@ -240,6 +240,8 @@ def run(
     until_alerts: Annotated[int | None, typer.Option(help="Stop after this many alerts")] = None,
     drain_seconds: Annotated[float, typer.Option(help="On stop, wait at most this long for every stage to "
                                                       "catch up")] = 60.0,
+    alerts_jsonl: Annotated[Path | None, typer.Option(help="Also append every alert, as a JSON line, "
+                                                           "to this file")] = None,
 ) -> None:
     """Run the whole pipeline here: broker, Redis, demo sites, five services; print alerts live."""
     from newswatch.local import free_port
@@ -250,6 +252,7 @@ def run(
         sites_port=sites_port or free_port(), sources=sources, rules=rules, pace=pace,
         poll_seconds=poll_seconds, duration=duration, until_alerts=until_alerts,
         metrics_base_port=metrics_base_port, drain_seconds=drain_seconds,
+        alerts_jsonl=alerts_jsonl,
     ))
     raise typer.Exit(code=code)
 

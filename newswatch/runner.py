@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -50,6 +51,7 @@ class RunOptions:
     until_alerts: int | None  # stop after this many alerts
     metrics_base_port: int
     drain_seconds: float = 60.0
+    alerts_jsonl: Path | None = None  # also append every alert seen, as a JSON line, to this file
 
 
 async def tail_alerts(settings: Settings, on_alert: Callable[[events.Alert], None], stop: asyncio.Event) -> None:
@@ -112,6 +114,14 @@ class Supervisor:
 
     def start_broker(self) -> None:
         self.broker = local.start_broker(self.opts.broker_port, self.logs / "broker.log")
+        self.write_pids()
+
+    def write_pids(self) -> None:
+        """``<run dir>/processes.json``: the pid of every child, for operators (and fault drills)."""
+        pids = {"runner": os.getpid(), **({"broker": self.broker.pid} if self.broker else {}),
+                **({"redis": self.redis.pid} if self.redis else {}),
+                **{name: proc.pid for name, proc in self.services.items()}}
+        (self.opts.run_dir / "processes.json").write_text(json.dumps(pids, indent=1), "utf-8")
 
     def start_services(self) -> None:
         for offset, decl in enumerate(pipeline.SERVICES):
@@ -123,6 +133,7 @@ class Supervisor:
             self.ports[name] = base + (offset or 0) if base else pipeline.service(name).metrics_port
         env = {**self.env, "NEWSWATCH_METRICS_PORT": str(self.ports[name])}
         self.services[name] = local.start_service(name, env, self.logs / f"{name}.log")
+        self.write_pids()
 
     def stop_services(self, names: list[str] | None = None, grace: float = 10.0) -> None:
         chosen = [n for n in (names or list(self.services)) if n in self.services]
@@ -191,6 +202,10 @@ class Supervisor:
 
 def run_pipeline(opts: RunOptions) -> int:
     console = Console()
+    # The runner's own Kafka clients (the alert tail, lag checks) would print every failed
+    # reconnection while the broker restarts; the runner says what happens itself.
+    for noisy in ("aiokafka", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     started = time.monotonic()
     opts.run_dir.mkdir(parents=True, exist_ok=True)
     logs = opts.run_dir / "logs"
@@ -207,6 +222,7 @@ def run_pipeline(opts: RunOptions) -> int:
         sup.start_broker()
         status(f"starting redis-server on 127.0.0.1:{opts.redis_port} (append-only file in {opts.run_dir / 'redis'}) …")
         sup.redis = local.start_redis(opts.redis_port, opts.run_dir / "redis", logs / "redis.log")
+        sup.write_pids()
 
         sources = opts.sources
         if sources is None:
@@ -278,6 +294,9 @@ async def _watch(settings: Settings, opts: RunOptions, sup: Supervisor, console:
         if first_at is None:
             first_at = elapsed
         console.print(format_alert(alert, elapsed))
+        if opts.alerts_jsonl is not None:
+            with opts.alerts_jsonl.open("ab") as out:
+                out.write(events.encode(alert) + b"\n")
         if opts.until_alerts and count >= opts.until_alerts:
             stop.set()
 
@@ -291,7 +310,8 @@ async def _watch(settings: Settings, opts: RunOptions, sup: Supervisor, console:
                 stop.set()
                 return
             if sup.broker is not None and sup.broker.poll() is not None:
-                await asyncio.to_thread(sup.restart_broker)
+                # On this (the main) thread: children die with the thread that started them (PR_SET_PDEATHSIG).
+                sup.restart_broker()
                 ready.clear()
                 tail_restart.set()
             for name, proc in list(sup.services.items()):

@@ -5,9 +5,10 @@ service's private keys are documented beside its code (``services/clean/dedup.py
 ``services/alert/service.py``, ``services/fetch/service.py``); the ones here cross services:
 
 - ``nw:url:<article id>``: the life of an article URL. fetch sets ``inflight`` (short TTL) when it
-  publishes the page; entities sets ``done`` (long TTL) once the tagged article is on the broker.
-  A URL is fetched again only while it is neither, so a page lost on the way (a broker that died
-  with it) is fetched again while its feed still lists it, and a stored one never is.
+  publishes the page; the alert stage, the last one, sets ``done`` (long TTL) once it has matched
+  the tagged article and its alerts are on the broker. A URL is fetched only while it is neither,
+  so a page lost on the way (a broker that died with it) is fetched again while its feed still
+  lists it, and a finished one never is.
 """
 
 from __future__ import annotations

@@ -95,8 +95,8 @@ def consumer_lag(settings: Settings, group_id: str, topics: list[str], timeout_s
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="newswatch-lag",
                              request_timeout_ms=10000)
     try:
-        committed = {(tp.topic, tp.partition): meta.offset
-                     for tp, meta in admin.list_consumer_group_offsets(group_id).items()}
+        offsets = admin.list_group_offsets(group_id).get(group_id, {})
+        committed = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
     finally:
         admin.close()
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,

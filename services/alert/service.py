@@ -70,6 +70,15 @@ class AlertStage:
                 metrics.ALERTS_FIRED.labels(alert.rule_id).inc()
             else:
                 metrics.ALERTS_SUPPRESSED.labels(alert.rule_id).inc()
+
+        async def done() -> None:
+            # The last stage has the article and its alerts are on the broker: fetch never fetches the URL again.
+            await redis_store.mark_url_done(self.redis, tagged.id, self.settings.url_ttl_days * 86400)
+
+        if out:
+            out[-1].after = done
+        else:
+            await done()
         return out
 
 

@@ -9,7 +9,7 @@ from services.entities.kb import load_table
 from services.entities.match import Matcher
 from services.entities.ner import TYPES, Linker, Recogniser, Recognisers
 from services.entities.normalise import fold_name
-from shared import events, pipeline, redis_store
+from shared import events, pipeline
 from shared.runtime import Emit, cpu
 from shared.settings import Settings
 from shared.topics import TAGGED
@@ -77,10 +77,8 @@ class EntitiesStage:
         self.settings = settings
         self.tagger = watched_tagger(settings.entity_table, settings.watchlist)
         self.recognisers = Recognisers(settings.ner_language_list)
-        self.redis = redis_store.connect(settings.redis_url)
 
     async def start(self) -> None:
-        await self.redis.ping()
         # NER models load here, off the event loop, never on the first article of their language.
         for lang in self.recognisers.languages:
             await cpu(self.recognisers.for_language, lang)
@@ -95,12 +93,7 @@ class EntitiesStage:
     async def process(self, labelled: events.LabelledArticle) -> list[Emit]:
         await self.tagger.refresh()
         tagged = await cpu(self._tag, self.tagger.value, labelled)
-
-        async def stored() -> None:
-            # The article is on the broker for users and alert: its URL is done (fetch never fetches it again).
-            await redis_store.mark_url_done(self.redis, tagged.id, self.settings.url_ttl_days * 86400)
-
-        return [Emit(TAGGED, tagged.id, tagged, after=stored)]
+        return [Emit(TAGGED, tagged.id, tagged)]
 
 
 def main() -> None:

@@ -272,7 +272,11 @@ def test_cpu_work_runs_off_the_event_loop() -> None:
                 await asyncio.sleep(0.01)
 
         task = asyncio.create_task(ticker())
-        name = await cpu(lambda: (time.sleep(0.3), threading.current_thread().name)[1])
+        def slow() -> str:
+            time.sleep(0.3)
+            return threading.current_thread().name
+
+        name = await cpu(slow)
         task.cancel()
         return name, ticks
 

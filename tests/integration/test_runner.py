@@ -1,0 +1,167 @@
+"""Fault drills on `newswatch run` itself (the real runner, broker, Redis, demo sites and services):
+a restart on the same run folder alerts nothing twice; a broker killed with SIGKILL is restarted
+by the runner and every article still listed in the feeds is processed, no alert twice; a runner
+killed with SIGKILL leaves no child behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis
+
+from newswatch import local
+from newswatch.demo.content import ARTICLES, EXPECTED_ALERTS, story_key
+from newswatch.demo.server import article_path
+from services.fetch.feeds import article_id
+from shared import events
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+class Run:
+    """`newswatch run` as a subprocess, its output collected line by line."""
+
+    def __init__(self, run_dir: Path, sites_port: int, *args: str, env: dict[str, str] | None = None) -> None:
+        self.run_dir = run_dir
+        self.sites_port = sites_port
+        self.redis_port = local.free_port()
+        self.alerts_file = run_dir / f"alerts-{time.monotonic_ns()}.jsonl"
+        cmd = [sys.executable, "-m", "newswatch.cli", "run", "--run-dir", str(run_dir), "--broker-port",
+               str(local.free_port()), "--redis-port", str(self.redis_port), "--sites-port", str(sites_port),
+               "--metrics-base-port", str(local.free_port()), "--pace", "0.2", "--poll-seconds", "1",
+               "--alerts-jsonl", str(self.alerts_file), *args]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "COLUMNS": "200", **(env or {})})
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip())
+
+    def wait_for(self, what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(what in line for line in self.lines):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"{what!r} not seen in {timeout:.0f} s; output:\n" + "\n".join(self.lines[-60:]))
+
+    def alerts(self) -> list[events.Alert]:
+        if not self.alerts_file.exists():
+            return []
+        return [events.decode(events.Alert, line) for line in self.alerts_file.read_bytes().splitlines() if line]
+
+    def wait_alerts(self, count: int, timeout: float) -> list[events.Alert]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.alerts()) < count and self.proc.poll() is None:
+            time.sleep(0.5)
+        return self.alerts()
+
+    def pids(self) -> dict[str, int]:
+        return {k: int(v) for k, v in json.loads((self.run_dir / "processes.json").read_text()).items()}
+
+    def summary(self) -> dict[str, object]:
+        line = next(line for line in reversed(self.lines) if line.startswith('{"alerts"'))
+        return dict(json.loads(line))
+
+    def interrupt(self, timeout: float = 120) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=5)
+        return code
+
+
+def _alert_keys(alerts: list[events.Alert]) -> list[tuple[str, str]]:
+    slug_story = {a.slug: story_key(a) for a in ARTICLES}
+    return [(a.rule_id, slug_story[a.url.rsplit("/", 1)[1].removesuffix(".html")]) for a in alerts]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purpose
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
+
+
+def test_a_restarted_run_on_the_same_folder_alerts_nothing_twice(tmp_path: Path) -> None:
+    sites_port = local.free_port()  # the same demo URLs both times
+    first = Run(tmp_path, sites_port, "--until-alerts", str(len(EXPECTED_ALERTS)))
+    try:
+        assert first.proc.wait(timeout=240) == 0, "\n".join(first.lines[-60:])
+    finally:
+        if first.proc.poll() is None:
+            first.interrupt()
+    first.reader.join(timeout=5)
+    keys = _alert_keys(first.alerts())
+    assert sorted(keys) == sorted(EXPECTED_ALERTS) and len(keys) == len(set(keys))
+    assert any("drained" in line for line in first.lines), "\n".join(first.lines[-30:])
+
+    second = Run(tmp_path, sites_port, "--duration", "40")
+    assert second.proc.wait(timeout=240) == 0, "\n".join(second.lines[-60:])
+    second.reader.join(timeout=5)
+    assert second.summary()["alerts"] == 0 and second.alerts() == []
+    # the second run did see the feeds (it polled them), it just had nothing new to do
+    fetch_log = (tmp_path / "logs" / "fetch.log").read_text()
+    assert fetch_log.count('"stage started"') >= 2
+
+
+def test_a_broker_killed_mid_stream_is_restarted_and_nothing_is_lost_or_repeated(tmp_path: Path) -> None:
+    run = Run(tmp_path, local.free_port(), "--pace", "0.5", env={"NEWSWATCH_INFLIGHT_TTL_SECONDS": "8"})
+    try:
+        first = run.wait_alerts(1, timeout=180)
+        assert first, "no alert before the kill:\n" + "\n".join(run.lines[-60:])
+        killed_at = time.monotonic()
+        os.kill(run.pids()["broker"], signal.SIGKILL)
+        run.wait_for("broker restarted", timeout=90)
+        alerts = run.wait_alerts(len(EXPECTED_ALERTS), timeout=240)
+        time.sleep(8)  # room for a wrong extra alert to show up
+        alerts = run.alerts()
+        keys = _alert_keys(alerts)
+        duplicates = len(keys) - len(set(keys))
+        print(f"broker drill: {len(first)} alerts before the kill, {len(keys)} alerts in all, "
+              f"{duplicates} duplicates, all expected after {time.monotonic() - killed_at:.1f} s from the kill")
+        assert duplicates == 0, Counter(keys).most_common(3)
+        assert sorted(set(keys)) == sorted(EXPECTED_ALERTS)
+        # every demo article (all still listed in the feeds) went all the way: its URL is done
+        client = redis.Redis(port=run.redis_port)
+        base = f"http://127.0.0.1:{run.sites_port}"
+        states = {a.slug: client.get(f"nw:url:{article_id(base + article_path(a))}") for a in ARTICLES}
+        assert all(v == b"done" for v in states.values()), states
+    finally:
+        if run.proc.poll() is None:
+            run.interrupt()
+
+
+def test_a_runner_killed_with_sigkill_leaves_no_child_behind(tmp_path: Path) -> None:
+    run = Run(tmp_path, local.free_port())
+    try:
+        run.wait_for("services:", timeout=120)
+        pids = run.pids()
+        assert set(pids) >= {"broker", "redis", "fetch", "clean", "langdetect", "entities", "alert"}
+        os.kill(run.proc.pid, signal.SIGKILL)
+        run.proc.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_alive(p) for k, p in pids.items() if k != "runner"):
+            time.sleep(0.2)
+        assert not [k for k, p in pids.items() if k != "runner" and _alive(p)]
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
