@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from shared import events
+from shared.pipeline import SERVICE_NAMES, SERVICES
 from shared.settings import ENV_VARS, Settings
 from shared.topics import ALL_TOPICS
 from tests.conftest import ROOT
@@ -47,8 +48,16 @@ def test_readme_documents_every_setting_and_topic() -> None:
     readme = (ROOT / "README.md").read_text("utf-8")
     for var in ENV_VARS:
         assert var.name in readme, var.name
+    rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines() if line.startswith("| `")}
     for topic in ALL_TOPICS:
-        assert topic.suffix in readme, topic.suffix
+        assert topic.suffix in rows, topic.suffix
+        assert topic.schema.__struct_config__.tag in rows[topic.suffix], topic.suffix
+    for decl in SERVICES:  # each stage's topics as the README's topic table says
+        for stage in decl.stages:
+            for out in stage.outputs:
+                assert decl.name in rows[out.suffix].split("|")[2], (decl.name, out.suffix)
+            if stage.input is not None:
+                assert decl.name in rows[stage.input.suffix].split("|")[3], (decl.name, stage.input.suffix)
 
 
 def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -84,7 +93,7 @@ def test_compose_matches_the_code() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text("utf-8"))
     services = compose["services"]
     known = {v.name for v in ENV_VARS}
-    for name in ("fetch", "clean", "langdetect", "entities", "alert"):
+    for name in SERVICE_NAMES:  # every declared service, nothing else
         svc = services[name]
         assert svc["command"] == ["service", name], name
         assert svc["build"]["context"] == "." or svc.get("image") == services["clean"].get("image")
@@ -99,9 +108,10 @@ def test_compose_matches_the_code() -> None:
     assert "--appendonly" in " ".join(services["redis"]["command"])
     scrape = yaml.safe_load((ROOT / "infra/prometheus/prometheus.yml").read_text("utf-8"))
     targets = {t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
-    for name, port in (("fetch", 9301), ("clean", 9302), ("langdetect", 9303), ("entities", 9304),
-                       ("alert", 9305)):
-        assert f"{name}:{port}" in targets
+    for decl in SERVICES:
+        assert f"{decl.name}:{decl.metrics_port}" in targets, decl.name
+    image_services = {n for n, svc in services.items() if svc.get("command", [""])[0] == "service"}
+    assert image_services == set(SERVICE_NAMES), image_services ^ set(SERVICE_NAMES)
     dockerfile = (ROOT / "Dockerfile").read_text("utf-8")
     assert re.search(r"^USER\s+(?!root)\w+", dockerfile, re.M), "the image must not run as root"
 
