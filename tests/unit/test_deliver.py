@@ -1,0 +1,112 @@
+"""Webhook delivery against a real local receiver and a real Redis: claimed once across concurrent
+consumers, retried on 5xx/429 with Retry-After, refused on 4xx, released when it fails, skipped
+once done."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from services.alert import deliver
+from services.alert.deliver import WebhookError, deliver_once, delivered_key
+from shared import events
+from shared.failures import Kind, TransientError, classify
+from shared.retry import Backoff
+
+
+class Receiver:
+    """Answers each POST with the next status of ``script`` (then 200), slowly if asked."""
+
+    def __init__(self) -> None:
+        self.script: list[int] = []
+        self.posts: list[tuple[float, str]] = []
+        self.delay = 0.0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                receiver.posts.append((time.monotonic(), self.headers.get("x-newswatch-alert-id", "")))
+                time.sleep(receiver.delay)
+                status = receiver.script.pop(0) if receiver.script else 200
+                self.send_response(status)
+                if status in (429, 503):
+                    self.send_header("retry-after", "1")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+@pytest.fixture
+def redis_url(redis_port: int) -> str:
+    url = f"redis://127.0.0.1:{redis_port}/6"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+ALERT = events.Alert(id="karabakh:story-1", rule_id="karabakh", rule_name="K", story_id="story-1", article_id="a",
+                     url="http://example.org/a", title="T", source="s", lang="fr", published="", created_at=1.0)
+
+
+def _deliver(redis_url: str, url: str, consumers: int = 1, attempts: int = 3) -> list[object]:
+    async def go() -> list[object]:
+        clients = [aioredis.Redis.from_url(redis_url) for _ in range(consumers)]
+        async with httpx.AsyncClient(timeout=5) as http:
+            results = await asyncio.gather(*(deliver_once(c, http, url, ALERT, attempts, 30, 3600) for c in clients),
+                                           return_exceptions=True)
+        for c in clients:
+            await c.aclose()
+        return list(results)
+
+    return asyncio.run(go())
+
+
+def test_concurrent_consumers_post_once(receiver: Receiver, redis_url: str) -> None:
+    receiver.delay = 0.3  # the first POST is still under way when the others look
+    results = _deliver(redis_url, receiver.url, consumers=5)
+    assert len(receiver.posts) == 1 and receiver.posts[0][1] == ALERT.id
+    assert results.count(True) == 1
+    others = [r for r in results if r is not True]
+    assert all(isinstance(r, TransientError) and classify(r) is Kind.TRANSIENT for r in others)  # retried later
+    assert _deliver(redis_url, receiver.url) == [False]  # done: a redelivery skips it
+    assert len(receiver.posts) == 1
+
+
+def test_a_receiver_failing_twice_then_answering_gets_one_delivery(receiver: Receiver, redis_url: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deliver, "BACKOFF", Backoff(initial=0.05, cap=0.1))
+    receiver.script = [500, 429]
+    assert _deliver(redis_url, receiver.url) == [True]
+    assert len(receiver.posts) == 3
+    assert receiver.posts[2][0] - receiver.posts[1][0] >= 0.9  # Retry-After: 1 honoured
+    assert redis.Redis.from_url(redis_url).get(delivered_key(ALERT.id, receiver.url)) == b"done"
+
+
+def test_a_refused_alert_is_dead_lettered_and_its_claim_released(receiver: Receiver, redis_url: str) -> None:
+    receiver.script = [400]
+    [result] = _deliver(redis_url, receiver.url)
+    assert isinstance(result, WebhookError) and classify(result) is Kind.POISON and "HTTP 400" in str(result)
+    assert len(receiver.posts) == 1  # 4xx: not retried
+    assert redis.Redis.from_url(redis_url).get(delivered_key(ALERT.id, receiver.url)) is None
+    assert _deliver(redis_url, receiver.url) == [True]  # a replay of the dead letter delivers it
