@@ -35,6 +35,7 @@ class Response:
     etag: str = ""
     last_modified: str = ""
     location: str = ""  # redirect target, when status is 3xx
+    retry_after: str = ""  # the Retry-After header, as sent (read with shared.retry.parse_retry_after)
 
 
 async def check_url_safe(url: str, allow_private: bool) -> None:
@@ -117,7 +118,8 @@ class PoliteClient:
                                 content_type=response.headers.get("content-type", ""), body=b"".join(chunks),
                                 etag=response.headers.get("etag", ""),
                                 last_modified=response.headers.get("last-modified", ""),
-                                location=response.headers.get("location", ""))
+                                location=response.headers.get("location", ""),
+                                retry_after=response.headers.get("retry-after", ""))
         except httpx.HTTPError as exc:
             raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from exc
         finally:
