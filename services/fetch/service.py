@@ -13,8 +13,8 @@ HTTP policy for article pages (after redirects, each hop checked by ``politeness
 | answer                                         | action                                                    |
 |------------------------------------------------|-----------------------------------------------------------|
 | 2xx (but 204/205)                              | published; the URL is in flight once the broker acked it  |
-| 408, 429, 5xx, network error or timeout        | retried later: attempt counted, next try not before       |
-|                                                | Retry-After (capped at 1 h) or else the shared Backoff;   |
+| 408, 429, 5xx, network error or timeout, the   | retried later: attempt counted, next try not before       |
+| host's robots.txt answering 429/5xx            | Retry-After (capped at 1 h) or else the shared Backoff;   |
 |                                                | given up after ``max_attempts`` (8) attempts              |
 | 404, 410                                       | given up at once                                          |
 | other 4xx, 3xx not followed, too many          | given up at once                                          |

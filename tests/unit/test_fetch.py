@@ -511,3 +511,24 @@ def test_shipped_and_demo_sources_files_load(tmp_path: Path) -> None:
     loaded = load_sources(demo)
     assert [s.id for s in loaded] == [site.id for site in SITES]
     assert all(s.poll_seconds == 1.0 and s.feeds[0].startswith("http://127.0.0.1:8808/") for s in loaded)
+
+
+def test_robots_txt_trouble_is_retried_and_a_disallow_is_final(script: Script, fetch_settings: Settings) -> None:
+    page, private = script.url("/r.html"), script.url("/private/p.html")
+    script.set("/robots.txt", Reply(503, b"busy"))
+    script.set("/r.html", Reply(200, b"<html>ok</html>"))
+    source = Source(id="t-robots", pages=(page,))
+
+    async def go() -> None:
+        stage = FetchStage(fetch_settings, [source], fast_policy())
+        stage.outlet = FakeOutlet()
+        assert await stage._fetch_item(source, Item(url=page)) == "retry"  # robots.txt unavailable: later
+        assert await url_state(stage, page) == ""
+        assert script.hits("/r.html") == []
+        script.set("/robots.txt", Reply(200, b"User-agent: *\nDisallow: /private/\n"))
+        stage.http._robots.clear()
+        assert await stage._fetch_item(source, Item(url=private)) == "failed"
+        assert (await url_state(stage, private)).endswith("disallowed by robots.txt")
+        await stage.http.aclose()
+        await stage.redis.aclose()
+    asyncio.run(go())
