@@ -72,6 +72,7 @@ from services.fetch.feeds import (
     Item,
     SitemapError,
     Source,
+    SourcesError,
     article_id,
     is_http_url,
     load_sources,
@@ -470,4 +471,8 @@ def main() -> None:
 
     settings = Settings.from_env()
     setup_logging("fetch", settings.log_level, settings.log_format)
-    run_service("fetch", [FetchStage(settings, load_sources(settings.sources))], settings)
+    try:
+        sources = load_sources(settings.sources)
+    except SourcesError as exc:  # a clear message, not a traceback: the file needs fixing
+        raise SystemExit(f"fetch: {exc}") from exc
+    run_service("fetch", [FetchStage(settings, sources)], settings)
