@@ -1,14 +1,20 @@
 """Sources, feeds and sitemaps: what to poll and what a poll lists. Plain functions, no I/O.
 
-The sources file (``NEWSWATCH_SOURCES``) is YAML:
+The sources file (``NEWSWATCH_SOURCES``) is YAML, decoded into typed structs (``shared.config``):
 
     sources:
-      - id: lecourrier            # stable id, carried by every article of this source
+      - id: lecourrier            # stable id (required), carried by every article of this source
         feeds: [https://example.org/rss.xml]     # RSS or Atom
-        sitemaps: [https://example.org/news-sitemap.xml]
+        sitemaps: [https://example.org/news-sitemap.xml]   # a sitemap or a sitemap index
         pages: [https://example.org/live]        # polled as they are (article = the page)
         lang: fr                  # optional hint for langdetect
-        poll_seconds: 120         # optional, else NEWSWATCH_POLL_SECONDS
+        poll_seconds: 120         # optional, > 0, else NEWSWATCH_POLL_SECONDS
+
+``feeds``, ``sitemaps`` and ``pages`` take a list or a single URL; every entry must be an
+http(s) URL with a host, and a source must list at least one. Unknown keys, a missing id, an id
+used twice, a ``poll_seconds`` that is not a positive number and a file that is not UTF-8 are
+errors (``SourcesError``, a ``shared.config.ConfigError``) naming the file and the place in it,
+e.g. ``sources.yaml: $.sources[2].feeds[0]: 'file:///x' is not an http(s) URL``.
 """
 
 from __future__ import annotations
@@ -16,16 +22,41 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
 import courlan
 import feedparser
-import yaml
+import msgspec
+
+from shared.config import ConfigError, convert, read_yaml
 
 
-class SourcesError(ValueError):
-    pass
+class SourcesError(ConfigError):
+    """A sources file that cannot be used; the message names the file and the place in it."""
+
+
+class SitemapError(ValueError):
+    """A sitemap body that is not a sitemap (not XML)."""
+
+
+Urls = str | list[str] | None
+
+
+class SourceSpec(msgspec.Struct, forbid_unknown_fields=True):
+    """One entry of the sources file, as written."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1)]
+    feeds: Urls = None
+    sitemaps: Urls = None
+    pages: Urls = None
+    lang: str = ""
+    poll_seconds: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class SourcesFile(msgspec.Struct, forbid_unknown_fields=True):
+    sources: list[SourceSpec]
 
 
 @dataclass(frozen=True)
@@ -53,42 +84,64 @@ class FeedResult:
     items: list[Item] = field(default_factory=list)
     title: str = ""
     lang: str = ""
+    error: str = ""  # set when the body is not a feed at all
 
 
-def _urls(raw: dict[str, Any], key: str, source_id: str) -> tuple[str, ...]:
-    value = raw.get(key) or []
-    if isinstance(value, str):
-        value = [value]
-    for url in value:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise SourcesError(f"source {source_id}: {key} entry {url!r} is not an http(s) URL")
-    return tuple(value)
+def is_http_url(url: object) -> bool:
+    if not isinstance(url, str) or any(c.isspace() for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in {"http", "https"} and bool(parts.hostname)
 
 
-def parse_sources(doc: Any, origin: str = "sources") -> list[Source]:
-    if not isinstance(doc, dict) or not isinstance(doc.get("sources"), list):
-        raise SourcesError(f"{origin}: expected a mapping with a 'sources' list")
+def _urls(value: Urls, where: str, origin: str) -> tuple[str, ...]:
+    urls = [value] if isinstance(value, str) else list(value or [])
+    for n, url in enumerate(urls):
+        if not is_http_url(url):
+            place = where if isinstance(value, str) else f"{where}[{n}]"
+            raise SourcesError(f"{origin}: {place}: {url!r} is not an http(s) URL")
+    return tuple(urls)
+
+
+def parse_sources(doc: Any, origin: str | Path = "sources") -> list[Source]:
+    """The sources of a decoded YAML document; SourcesError names ``origin`` and the path in it."""
+    if doc is None:
+        raise SourcesError(f"{origin}: the file is empty; expected a mapping with a 'sources' list")
+    try:
+        spec = convert(doc, SourcesFile, origin)
+    except ConfigError as exc:
+        raise SourcesError(str(exc)) from exc
     out: list[Source] = []
-    for n, raw in enumerate(doc["sources"]):
-        if not isinstance(raw, dict) or not raw.get("id"):
-            raise SourcesError(f"{origin}: source #{n + 1} has no id")
-        sid = str(raw["id"])
+    seen: dict[str, int] = {}
+    for n, raw in enumerate(spec.sources):
+        where = f"$.sources[{n}]"
+        if not raw.id.strip():
+            raise SourcesError(f"{origin}: {where}.id: the id is blank")
+        if raw.id in seen:
+            raise SourcesError(f"{origin}: {where}.id: id {raw.id!r} is used twice "
+                               f"(first at $.sources[{seen[raw.id]}])")
+        seen[raw.id] = n
         source = Source(
-            id=sid, feeds=_urls(raw, "feeds", sid), sitemaps=_urls(raw, "sitemaps", sid),
-            pages=_urls(raw, "pages", sid), lang=str(raw.get("lang", "")),
-            poll_seconds=float(raw["poll_seconds"]) if raw.get("poll_seconds") else None,
+            id=raw.id, feeds=_urls(raw.feeds, f"{where}.feeds", str(origin)),
+            sitemaps=_urls(raw.sitemaps, f"{where}.sitemaps", str(origin)),
+            pages=_urls(raw.pages, f"{where}.pages", str(origin)), lang=raw.lang, poll_seconds=raw.poll_seconds,
         )
         if not (source.feeds or source.sitemaps or source.pages):
-            raise SourcesError(f"source {sid}: lists no feeds, sitemaps or pages")
+            raise SourcesError(f"{origin}: {where}: source {raw.id!r} lists no feeds, sitemaps or pages")
         out.append(source)
     return out
 
 
-def load_sources(path: str) -> list[Source]:
+def load_sources(path: str | Path) -> list[Source]:
+    """The sources file at ``path`` (UTF-8 YAML); raises SourcesError."""
     try:
-        return parse_sources(yaml.safe_load(Path(path).read_text("utf-8")), path)
-    except OSError as exc:
-        raise SourcesError(f"cannot read sources file {path}: {exc}") from exc
+        doc = read_yaml(path)
+    except ConfigError as exc:
+        raise SourcesError(str(exc)) from exc
+    return parse_sources(doc, path)
 
 
 def normalise_url(url: str) -> str:
@@ -109,6 +162,8 @@ def parse_feed(body: bytes, base_url: str = "") -> FeedResult:
     parsed = feedparser.parse(body, response_headers={"content-location": base_url} if base_url else None)
     feed_lang = (parsed.feed.get("language") or "").split("-")[0].lower()
     result = FeedResult(title=parsed.feed.get("title", ""), lang=feed_lang)
+    if parsed.get("bozo") and not parsed.entries and not parsed.get("version"):
+        result.error = f"not an RSS or Atom feed: {parsed.get('bozo_exception')!r}"[:300]
     for entry in parsed.entries:
         link = entry.get("link") or ""
         if not link.startswith(("http://", "https://")):
@@ -127,7 +182,7 @@ def parse_sitemap(body: bytes) -> tuple[list[Item], list[str]]:
     try:
         root = ElementTree.fromstring(body)
     except ElementTree.ParseError as exc:
-        raise SourcesError(f"sitemap is not XML: {exc}") from exc
+        raise SitemapError(f"sitemap is not XML: {exc}") from exc
     items: list[Item] = []
     nested: list[str] = []
     for node in root.iter(f"{_SM}sitemap"):

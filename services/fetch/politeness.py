@@ -1,6 +1,10 @@
 """Fetching politely and safely: one request at a time per host with a minimum gap, robots.txt
 obeyed, size and time limits, redirects followed by hand so that every hop is checked, and no
-requests to loopback or private addresses unless the operator allows them (SSRF guard)."""
+requests to loopback or private addresses unless the operator allows them (SSRF guard).
+
+A ``FetchError`` is ``permanent`` when retrying cannot help (robots.txt disallows, size cap,
+non-public address, too many redirects); a network error, a timeout and a robots.txt answering
+429/5xx (all disallowed meanwhile, asked again after 5 minutes) are not."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import httpx
 
 MAX_REDIRECTS = 5
 ROBOTS_TTL_SECONDS = 3600.0
+ROBOTS_TROUBLE_TTL_SECONDS = 300.0  # a robots.txt answering 429/5xx is asked again this soon
 
 
 class FetchError(RuntimeError):
@@ -35,6 +40,7 @@ class Response:
     etag: str = ""
     last_modified: str = ""
     location: str = ""  # redirect target, when status is 3xx
+    retry_after: str = ""  # the Retry-After header, as sent (read with shared.retry.parse_retry_after)
 
 
 async def check_url_safe(url: str, allow_private: bool) -> None:
@@ -89,6 +95,7 @@ class PoliteClient:
         self.user_agent = user_agent
         self.gate = HostGate(host_delay)
         self._robots: dict[str, tuple[float, RobotFileParser | None]] = {}
+        self._robots_trouble: set[str] = set()  # origins whose robots.txt answered 429/5xx (all disallowed)
         self.client = httpx.AsyncClient(
             headers={"user-agent": user_agent, "accept-encoding": "gzip, deflate"},
             timeout=httpx.Timeout(timeout), follow_redirects=False, transport=transport,
@@ -117,7 +124,8 @@ class PoliteClient:
                                 content_type=response.headers.get("content-type", ""), body=b"".join(chunks),
                                 etag=response.headers.get("etag", ""),
                                 last_modified=response.headers.get("last-modified", ""),
-                                location=response.headers.get("location", ""))
+                                location=response.headers.get("location", ""),
+                                retry_after=response.headers.get("retry-after", ""))
         except httpx.HTTPError as exc:
             raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from exc
         finally:
@@ -129,6 +137,9 @@ class PoliteClient:
         for _ in range(MAX_REDIRECTS + 1):
             await check_url_safe(current, self.allow_private)
             if check_robots and not await self.allowed(current):
+                parts = urlsplit(current)
+                if f"{parts.scheme}://{parts.netloc}" in self._robots_trouble:  # passes by itself: retry later
+                    raise FetchError(f"{current}: robots.txt unavailable (HTTP 429/5xx), not fetched for now")
                 raise FetchError(f"{current}: disallowed by robots.txt", permanent=True)
             response = await self._get_once(current, headers or {})
             if response.status in {301, 302, 303, 307, 308}:
@@ -143,11 +154,14 @@ class PoliteClient:
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         cached = self._robots.get(origin)
-        if cached is None or time.monotonic() - cached[0] > ROBOTS_TTL_SECONDS:
+        ttl = ROBOTS_TROUBLE_TTL_SECONDS if origin in self._robots_trouble else ROBOTS_TTL_SECONDS
+        if cached is None or time.monotonic() - cached[0] > ttl:
+            self._robots_trouble.discard(origin)
             parser: RobotFileParser | None
             try:
                 response = await self._get_once(origin + "/robots.txt", {})
-                if response.status >= 500:
+                if response.status >= 500 or response.status == 429:
+                    self._robots_trouble.add(origin)
                     parser = RobotFileParser()
                     parser.parse(["User-agent: *", "Disallow: /"])  # server trouble: stay away for now
                 elif response.status >= 400:

@@ -1,124 +1,377 @@
 """fetch's wiring: poll sources → raw-pages, as a source stage of the runtime (no input topic).
 
-Per source, a loop polls its feeds, sitemaps and pages; every article URL that is neither in
-flight nor done (``shared.redis_store``: ``nw:url:<id>``) is fetched and published. Once the
-broker has acknowledged the page, its URL is in flight for ``NEWSWATCH_INFLIGHT_TTL_SECONDS``;
-entities marks it done when the tagged article is on the broker. A page lost on the way is
-fetched again once the in-flight mark expires, while its feed lists it.
+Per source, a loop polls its feeds, sitemaps and pages every ``poll_seconds`` and, between polls,
+wakes for the pages whose retry is due. Every article URL that has no state
+(``shared.redis_store``: ``nw:url:<id>``) and is not waiting for a retry is fetched and published.
+Once the broker has acknowledged the page, its URL is in flight for
+``NEWSWATCH_INFLIGHT_TTL_SECONDS``; entities marks it done when the tagged article is on the
+broker. A page lost on the way is fetched again once the in-flight mark expires, while its feed
+lists it.
+
+HTTP policy for article pages (after redirects, each hop checked by ``politeness.PoliteClient``):
+
+| answer                                         | action                                                    |
+|------------------------------------------------|-----------------------------------------------------------|
+| 2xx (but 204/205)                              | published; the URL is in flight once the broker acked it  |
+| 408, 429, 5xx, network error or timeout, the   | retried later: attempt counted, next try not before       |
+| host's robots.txt answering 429/5xx            | Retry-After (capped at 1 h) or else the shared Backoff;   |
+|                                                | given up after ``max_attempts`` (8) attempts              |
+| 404, 410                                       | given up at once                                          |
+| other 4xx, 3xx not followed, too many          | given up at once                                          |
+| redirects, 204/205, other statuses, robots.txt |                                                           |
+| refusal, size cap, non-public address          |                                                           |
+| a page over the broker's message cap (poison)  | given up                                                  |
+
+"Given up" = ``nw:url:<id>`` set to ``failed: <reason>`` for ``NEWSWATCH_URL_TTL_DAYS`` and counted
+in ``newswatch_messages_failed_total{stage="fetch", error=<reason class>}``; every retry scheduled is
+counted in ``newswatch_retries_total{stage="fetch"}``. A page waiting for its retry blocks neither
+the poll loop nor other URLs: it is skipped until its time, then fetched by the source's loop, even
+if its feed no longer lists it or answers 304.
+
+Feeds and sitemaps (conditional GET, ``newswatch_fetch_polls_total{source, outcome}``):
+
+| answer                                   | action                                                        |
+|------------------------------------------|---------------------------------------------------------------|
+| 2xx                                      | parsed (outcome ok; a body that is no feed/sitemap: error);   |
+|                                          | ETag / Last-Modified kept for the next conditional GET        |
+| 304                                      | unchanged (a sitemap index's children are still polled)       |
+| 408, 429, 5xx, network error or timeout  | error; the feed is not polled again before Retry-After (capped |
+|                                          | at 1 h) or else the shared Backoff (outcome backoff meanwhile) |
+| other 4xx, other 3xx, robots.txt, limits | error, with a log line naming the source, URL and status      |
+
+A sitemap index is followed: its child sitemaps are fetched (each with conditional GET) down to
+``max_sitemap_depth`` (2) levels below the configured sitemap, at most ``max_child_sitemaps`` (50)
+per index and ``max_sitemaps_per_poll`` (100) per configured sitemap and poll.
+
+Redis keys of fetch (besides ``nw:url:<id>``):
+
+- ``nw:fetch:feed:<id of the feed/sitemap URL>``: hash ``etag``, ``last_modified`` and, for a
+  sitemap index, ``children`` (JSON list); TTL ``NEWSWATCH_URL_TTL_DAYS``.
+- ``nw:fetch:retry:<article id>``: hash ``attempts``, ``not_before`` (epoch seconds), ``reason``,
+  ``url``, ``title``, ``published``, ``lang`` of a page waiting for a retry; TTL URL TTL.
+- ``nw:fetch:due:<source id>``: sorted set of the source's article ids waiting for a retry, scored
+  by ``not_before``; TTL URL TTL, refreshed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
+import json
 import logging
 import random
 import time
-from typing import ClassVar
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
 
 import redis.asyncio as aioredis
 
-from services.fetch.feeds import Item, Source, SourcesError, article_id, load_sources, parse_feed, parse_sitemap
-from services.fetch.politeness import FetchError, PoliteClient
+from services.fetch.feeds import (
+    Item,
+    SitemapError,
+    Source,
+    SourcesError,
+    article_id,
+    is_http_url,
+    load_sources,
+    parse_feed,
+    parse_sitemap,
+)
+from services.fetch.politeness import FetchError, PoliteClient, Response
 from shared import events, metrics, pipeline, redis_store
-from shared.failures import Kind, classify
-from shared.runtime import Emit, Outlet
+from shared.failures import Kind, PoisonInput, classify
+from shared.retry import Backoff, parse_retry_after
+from shared.runtime import Emit
 from shared.settings import Settings
 from shared.topics import RAW_PAGES
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3  # transient page failures before a URL is given up
+STAGE = "fetch"
+
+
+class Action(enum.Enum):
+    PUBLISH = "publish"
+    RETRY = "retry"
+    FINAL = "final"
+
+
+RETRIED_STATUSES = frozenset({408, 429})
+
+
+def page_action(status: int) -> Action:
+    """What an article page's final HTTP status (after redirects) means."""
+    if 200 <= status < 300 and status not in {204, 205}:
+        return Action.PUBLISH
+    if status in RETRIED_STATUSES or 500 <= status < 600:
+        return Action.RETRY
+    return Action.FINAL
+
+
+def _reason_class(status: int) -> str:
+    """Low-cardinality label for a final status (the metric's ``error`` label)."""
+    if status in {404, 410}:
+        return "gone"
+    return f"http_{status // 100}xx"
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Retry and sitemap limits (defaults for production; tests shrink the timings)."""
+
+    max_attempts: int = 8  # page requests that failed transiently before the URL is given up
+    page_backoff: Backoff = field(default_factory=lambda: Backoff(initial=30.0, cap=3600.0))
+    feed_backoff: Backoff = field(default_factory=lambda: Backoff(initial=60.0, cap=3600.0))
+    retry_after_cap: float = 3600.0  # longest Retry-After honoured
+    max_sitemap_depth: int = 2
+    max_child_sitemaps: int = 50  # per sitemap index and poll
+    max_sitemaps_per_poll: int = 100  # per configured sitemap (the index, its children, theirs)
+    retry_batch: int = 100  # due page retries taken per wake-up of a source's loop
+    start_jitter: float = 2.0  # first polls spread over up to this many seconds
+
+
+class Publisher(Protocol):
+    """What fetch needs of the runtime's ``Outlet``."""
+
+    async def deliver_retrying(self, outputs: Sequence[Emit], stop: asyncio.Event | None = None) -> bool: ...
+
+
+def retry_key(aid: str) -> str:
+    return f"nw:fetch:retry:{aid}"
+
+
+def due_key(source_id: str) -> str:
+    return f"nw:fetch:due:{source_id}"
+
+
+def doc_key(url: str) -> str:
+    return f"nw:fetch:feed:{article_id(url)}"
+
+
+Hash = dict[Any, Any]  # a Redis hash as the client returns it (bytes keys and values here)
+
+
+def _text(data: Hash, name: str) -> str:
+    value = data.get(name.encode())
+    return redis_store.as_str(value) if value is not None else ""
+
+
+@dataclass
+class _DocBackoff:
+    attempts: int = 0
+    not_before: float = 0.0  # epoch seconds
 
 
 class FetchStage:
     decl: ClassVar[pipeline.StageDecl] = pipeline.FETCH
 
-    def __init__(self, settings: Settings, sources: list[Source]) -> None:
+    def __init__(self, settings: Settings, sources: list[Source], policy: FetchPolicy | None = None) -> None:
         self.settings = settings
         self.sources = sources
+        self.policy = policy or FetchPolicy()
         self.url_ttl = settings.url_ttl_days * 86400
         self.redis: aioredis.Redis = redis_store.connect(settings.redis_url)
         self.http = PoliteClient(settings.user_agent, settings.http_timeout, settings.max_page_bytes,
                                  settings.host_delay_seconds, settings.allow_private_hosts)
-        self.outlet: Outlet | None = None
+        self.outlet: Publisher | None = None
+        self._docs: dict[str, _DocBackoff] = {}  # feed/sitemap URL → its backoff (in memory)
 
     async def start(self) -> None:
         await self.redis.ping()
 
-    async def run(self, outlet: Outlet, stop: asyncio.Event) -> None:
+    async def run(self, outlet: Publisher, stop: asyncio.Event) -> None:
         self.outlet = outlet
         try:
             await asyncio.gather(*(self.run_source(s, stop) for s in self.sources))
         finally:
             await self.http.aclose()
 
+    # --- feeds and sitemaps -------------------------------------------------------------------------
+
+    def _back_off_doc(self, source: Source, url: str, kind: str, why: str, retry_after: float | None) -> None:
+        state = self._docs.setdefault(url, _DocBackoff())
+        state.attempts += 1
+        delay = (min(retry_after, self.policy.retry_after_cap) if retry_after is not None
+                 else self.policy.feed_backoff.delay(state.attempts))
+        state.not_before = time.time() + delay
+        log.warning(f"{kind} poll failed, backing off", extra={
+            "source": source.id, kind: url, "error": why, "attempt": state.attempts, "retry_in": round(delay, 3)})
+
+    async def _get_doc(self, source: Source, url: str, kind: str) -> tuple[str, Response | None, Hash]:
+        """Conditional GET of a feed or sitemap: (outcome, response when 2xx, the stored cache hash).
+
+        outcome: "ok" (2xx; the caller parses and counts), "unchanged" (304), "error", "backoff"."""
+        state = self._docs.get(url)
+        if state is not None and state.not_before > time.time():
+            metrics.FEED_POLLS.labels(source.id, "backoff").inc()
+            log.debug(f"{kind} backed off", extra={"source": source.id, kind: url})
+            return "backoff", None, {}
+        cached: Hash = await self.redis.hgetall(doc_key(url))
+        headers = {}
+        if _text(cached, "etag"):
+            headers["if-none-match"] = _text(cached, "etag")
+        if _text(cached, "last_modified"):
+            headers["if-modified-since"] = _text(cached, "last_modified")
+        try:
+            response = await self.http.get(url, headers)
+        except FetchError as exc:
+            metrics.FEED_POLLS.labels(source.id, "error").inc()
+            if exc.permanent:
+                log.warning(f"{kind} poll failed", extra={"source": source.id, kind: url, "error": str(exc)})
+            else:
+                self._back_off_doc(source, url, kind, str(exc), None)
+            return "error", None, cached
+        status = response.status
+        if status == 304:
+            self._docs.pop(url, None)
+            metrics.FEED_POLLS.labels(source.id, "unchanged").inc()
+            return "unchanged", None, cached
+        metrics.FETCHED_BYTES.labels(source.id).inc(len(response.body))
+        if 200 <= status < 300:
+            self._docs.pop(url, None)
+            return "ok", response, cached
+        metrics.FEED_POLLS.labels(source.id, "error").inc()
+        if status in RETRIED_STATUSES or 500 <= status < 600:
+            self._back_off_doc(source, url, kind, f"HTTP {status}", parse_retry_after(response.retry_after))
+        else:
+            log.warning(f"{kind} poll failed: HTTP {status}; check the URL in the sources file",
+                        extra={"source": source.id, kind: url, "status": status})
+        return "error", None, cached
+
+    async def _remember(self, url: str, response: Response, children: list[str] | None = None) -> None:
+        """Keep the validators of a parsed feed/sitemap for the next conditional GET."""
+        key = doc_key(url)
+        await self.redis.hset(key, mapping={"etag": response.etag, "last_modified": response.last_modified,
+                                            "children": json.dumps(children or [])})
+        await self.redis.expire(key, self.url_ttl)
+
+    async def _feed_items(self, source: Source, url: str) -> list[Item]:
+        _, response, _ = await self._get_doc(source, url, "feed")
+        if response is None:
+            return []
+        feed = parse_feed(response.body, response.url)
+        if feed.error:
+            metrics.FEED_POLLS.labels(source.id, "error").inc()
+            log.warning("feed poll failed: the body is not a feed", extra={"source": source.id, "feed": url,
+                                                                         "error": feed.error})
+            return []
+        metrics.FEED_POLLS.labels(source.id, "ok").inc()
+        await self._remember(url, response)
+        return feed.items
+
+    async def _sitemap_items(self, source: Source, url: str, depth: int, visited: set[str]) -> list[Item]:
+        """Items of a sitemap and, for an index, of its children (bounded; see the module docstring)."""
+        if url in visited:
+            return []
+        if len(visited) >= self.policy.max_sitemaps_per_poll:
+            log.warning("sitemap poll limit reached, the rest waits for the next poll",
+                        extra={"source": source.id, "sitemap": url, "limit": self.policy.max_sitemaps_per_poll})
+            return []
+        visited.add(url)
+        outcome, response, cached = await self._get_doc(source, url, "sitemap")
+        items: list[Item] = []
+        if outcome == "unchanged":
+            try:
+                children = [str(c) for c in json.loads(_text(cached, "children") or "[]")]
+            except ValueError:
+                children = []
+        elif response is not None:
+            try:
+                items, children = parse_sitemap(response.body)
+            except SitemapError as exc:
+                metrics.FEED_POLLS.labels(source.id, "error").inc()
+                log.warning("sitemap poll failed: the body is not a sitemap",
+                            extra={"source": source.id, "sitemap": url, "error": str(exc)})
+                return []
+            metrics.FEED_POLLS.labels(source.id, "ok").inc()
+            await self._remember(url, response, children)
+        else:
+            return []
+        children = [c for c in dict.fromkeys(children) if is_http_url(c)]
+        if children and depth >= self.policy.max_sitemap_depth:
+            log.warning("sitemap index nested too deep, its children are not followed",
+                        extra={"source": source.id, "sitemap": url, "depth": depth, "children": len(children)})
+            return items
+        if len(children) > self.policy.max_child_sitemaps:
+            log.warning("sitemap index lists too many sitemaps, the first ones are followed",
+                        extra={"source": source.id, "sitemap": url, "children": len(children),
+                               "followed": self.policy.max_child_sitemaps})
+            children = children[:self.policy.max_child_sitemaps]
+        for child in children:
+            items.extend(await self._sitemap_items(source, child, depth + 1, visited))
+        return items
+
     async def _listed(self, source: Source) -> list[Item]:
         """Every item the source's feeds, sitemaps and pages list now."""
         items: list[Item] = []
         for feed_url in source.feeds:
-            headers = {}
-            cache_key = f"nw:fetch:feed:{article_id(feed_url)}"
-            cached = await self.redis.hgetall(cache_key)
-            if cached.get(b"etag"):
-                headers["if-none-match"] = redis_store.as_str(cached[b"etag"])
-            if cached.get(b"last_modified"):
-                headers["if-modified-since"] = redis_store.as_str(cached[b"last_modified"])
-            try:
-                response = await self.http.get(feed_url, headers)
-            except FetchError as exc:
-                metrics.FEED_POLLS.labels(source.id, "error").inc()
-                log.warning("feed poll failed", extra={"source": source.id, "feed": feed_url, "error": str(exc)})
-                continue
-            if response.status == 304:
-                metrics.FEED_POLLS.labels(source.id, "unchanged").inc()
-                continue
-            if response.status >= 400:
-                metrics.FEED_POLLS.labels(source.id, "error").inc()
-                log.warning("feed poll failed", extra={"source": source.id, "feed": feed_url,
-                                                       "status": response.status})
-                continue
-            metrics.FEED_POLLS.labels(source.id, "ok").inc()
-            metrics.FETCHED_BYTES.labels(source.id).inc(len(response.body))
-            await self.redis.hset(cache_key, mapping={"etag": response.etag,
-                                                      "last_modified": response.last_modified})
-            await self.redis.expire(cache_key, self.url_ttl)
-            items.extend(parse_feed(response.body, response.url).items)
+            items.extend(await self._feed_items(source, feed_url))
         for sitemap_url in source.sitemaps:
-            try:
-                response = await self.http.get(sitemap_url)
-                found, _nested = parse_sitemap(response.body)
-                items.extend(found)
-                metrics.FEED_POLLS.labels(source.id, "ok").inc()
-            except (FetchError, SourcesError) as exc:
-                metrics.FEED_POLLS.labels(source.id, "error").inc()
-                log.warning("sitemap poll failed", extra={"source": source.id, "sitemap": sitemap_url,
-                                                          "error": str(exc)})
+            items.extend(await self._sitemap_items(source, sitemap_url, 0, set()))
         items.extend(Item(url=page) for page in source.pages)
         return items
 
-    async def _fetch_item(self, source: Source, item: Item) -> None:
-        aid = article_id(item.url)
-        seen_key = redis_store.url_key(aid)
-        if await self.redis.exists(seen_key):
+    # --- pages --------------------------------------------------------------------------------------
+
+    async def _forget_retry(self, source: Source, aid: str) -> None:
+        await self.redis.delete(retry_key(aid))
+        await self.redis.zrem(due_key(source.id), aid)
+
+    async def _give_up(self, source: Source, item: Item, aid: str, reason: str, label: str) -> None:
+        await redis_store.mark_url(self.redis, aid, f"failed: {reason}"[:500], self.url_ttl)
+        await self._forget_retry(source, aid)
+        metrics.MESSAGES_FAILED.labels(STAGE, label).inc()
+        log.warning("page given up", extra={"source": source.id, "url": item.url, "id": aid, "reason": reason})
+
+    async def _retry_later(self, source: Source, item: Item, aid: str, reason: str, retry_after: float | None) -> None:
+        key = retry_key(aid)
+        attempts = int(await self.redis.hincrby(key, "attempts", 1))
+        if attempts >= self.policy.max_attempts:
+            await self._give_up(source, item, aid, f"{reason} after {attempts} attempts", "gave_up")
             return
+        delay = (min(retry_after, self.policy.retry_after_cap) if retry_after is not None
+                 else self.policy.page_backoff.delay(attempts))
+        not_before = time.time() + delay
+        await self.redis.hset(key, mapping={
+            "not_before": repr(not_before), "reason": reason[:500], "url": item.url, "title": item.title,
+            "published": item.published, "lang": item.lang})
+        await self.redis.expire(key, self.url_ttl)
+        await self.redis.zadd(due_key(source.id), {aid: not_before})
+        await self.redis.expire(due_key(source.id), self.url_ttl)
+        metrics.RETRIES.labels(STAGE).inc()
+        log.warning("page fetch failed, retrying later", extra={
+            "source": source.id, "url": item.url, "id": aid, "error": reason, "attempt": attempts,
+            "retry_in": round(delay, 3)})
+
+    async def _fetch_item(self, source: Source, item: Item, stop: asyncio.Event | None = None) -> str:
+        """Fetch and publish one article URL; returns what happened (for logs and tests):
+        known, waiting, published, retry, failed, stopped."""
+        aid = article_id(item.url)
+        if await self.redis.exists(redis_store.url_key(aid)):
+            return "known"
+        retry = await self.redis.hgetall(retry_key(aid))
+        not_before = _text(retry, "not_before")
+        if not_before and float(not_before) > time.time():
+            return "waiting"
         try:
             response = await self.http.get(item.url)
         except FetchError as exc:
-            attempts = await self.redis.incr(f"nw:fetch:attempts:{aid}")
-            await self.redis.expire(f"nw:fetch:attempts:{aid}", self.url_ttl)
-            if exc.permanent or attempts >= MAX_ATTEMPTS:
-                await self.redis.set(seen_key, "failed", ex=self.url_ttl)
-            log.warning("page fetch failed", extra={"source": source.id, "url": item.url, "error": str(exc),
-                                                    "attempt": attempts})
-            return
+            if exc.permanent:
+                await self._give_up(source, item, aid, str(exc), "refused")
+                return "failed"
+            await self._retry_later(source, item, aid, str(exc), None)
+            return "retry"
         metrics.FETCHED_BYTES.labels(source.id).inc(len(response.body))
-        if response.status >= 400:
-            log.warning("page fetch refused", extra={"source": source.id, "url": item.url,
-                                                     "status": response.status})
-            if response.status < 500:
-                await self.redis.set(seen_key, f"http {response.status}", ex=self.url_ttl)
-            return
+        action = page_action(response.status)
+        if action is Action.RETRY:
+            await self._retry_later(source, item, aid, f"http {response.status}",
+                                    parse_retry_after(response.retry_after))
+            return "retry"
+        if action is Action.FINAL:
+            await self._give_up(source, item, aid, f"http {response.status}", _reason_class(response.status))
+            return "failed"
         page = events.RawPage(
             id=aid, url=item.url, final_url=response.url, source=source.id, fetched_at=time.time(),
             http_status=response.status, content_type=response.content_type, body=response.body,
@@ -129,39 +382,87 @@ class FetchStage:
         async def in_flight() -> None:
             # Only now that the broker holds the page is the URL in flight: a crash before re-fetches it.
             await redis_store.mark_url(self.redis, aid, redis_store.URL_INFLIGHT, self.settings.inflight_ttl_seconds)
+            if retry:
+                await self._forget_retry(source, aid)
 
         assert self.outlet is not None
-        await self.outlet.deliver_retrying([Emit(RAW_PAGES, aid, page, after=in_flight)])
-        metrics.PROCESSING_SECONDS.labels("fetch").observe(time.perf_counter() - started)
+        try:
+            delivered = await self.outlet.deliver_retrying([Emit(RAW_PAGES, aid, page, after=in_flight)], stop)
+        except PoisonInput as exc:
+            await self._give_up(source, item, aid, f"unpublishable: {exc}", "poison")
+            return "failed"
+        if not delivered:
+            return "stopped"
+        metrics.PROCESSING_SECONDS.labels(STAGE).observe(time.perf_counter() - started)
         log.info("page published", extra={"source": source.id, "url": item.url, "id": aid})
+        return "published"
 
-    async def poll(self, source: Source) -> int:
+    async def retry_due(self, source: Source, stop: asyncio.Event | None = None) -> int:
+        """Fetch the source's pages whose retry is due; returns how many were tried."""
+        due = await self.redis.zrangebyscore(due_key(source.id), "-inf", time.time(), start=0,
+                                             num=self.policy.retry_batch)
+        tried = 0
+        for raw in due:
+            if stop is not None and stop.is_set():
+                break
+            aid = redis_store.as_str(raw)
+            data = await self.redis.hgetall(retry_key(aid))
+            url = _text(data, "url")
+            if not url or await self.redis.exists(redis_store.url_key(aid)):
+                await self._forget_retry(source, aid)  # expired, or settled meanwhile
+                continue
+            not_before = float(_text(data, "not_before") or 0)
+            if not_before > time.time():  # rescheduled meanwhile (another source listing it)
+                await self.redis.zadd(due_key(source.id), {aid: not_before})
+                continue
+            item = Item(url=url, title=_text(data, "title"), published=_text(data, "published"),
+                        lang=_text(data, "lang"))
+            await self._fetch_item(source, item, stop)
+            tried += 1
+        return tried
+
+    async def _next_due(self, source: Source) -> float | None:
+        first = await self.redis.zrange(due_key(source.id), 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+    async def poll(self, source: Source, stop: asyncio.Event | None = None) -> int:
         """One poll of one source; returns how many items it listed."""
         items = await self._listed(source)
-        metrics.MESSAGES_IN.labels("fetch").inc(len(items))
+        metrics.MESSAGES_IN.labels(STAGE).inc(len(items))
         for item in items:
-            await self._fetch_item(source, item)
+            if stop is not None and stop.is_set():
+                break
+            await self._fetch_item(source, item, stop)
         return len(items)
 
     async def run_source(self, source: Source, stop: asyncio.Event) -> None:
         interval = source.poll_seconds or self.settings.poll_seconds
         # Spread the first polls so that many sources do not all start at once.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=random.uniform(0, min(interval, 2.0)))
+            await asyncio.wait_for(stop.wait(), timeout=random.uniform(0, min(interval, self.policy.start_jitter)))
+        next_poll = 0.0
         while not stop.is_set():
             try:
-                await self.poll(source)
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + interval
+                    await self.poll(source, stop)
+                await self.retry_due(source, stop)
+                wait = next_poll - time.monotonic()
+                due = await self._next_due(source)
+                if due is not None:
+                    wait = min(wait, due - time.time())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one broken source must not stop the others
                 if classify(exc) is Kind.TRANSIENT:
-                    metrics.RETRIES.labels("fetch").inc()
+                    metrics.RETRIES.labels(STAGE).inc()
                     log.warning("poll interrupted, retried at the next poll",
                                 extra={"source": source.id, "error": repr(exc)})
                 else:
                     log.exception("poll failed", extra={"source": source.id})
+                wait = next_poll - time.monotonic()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(stop.wait(), timeout=max(0.01, wait))
 
 
 def main() -> None:
@@ -170,4 +471,8 @@ def main() -> None:
 
     settings = Settings.from_env()
     setup_logging("fetch", settings.log_level, settings.log_format)
-    run_service("fetch", [FetchStage(settings, load_sources(settings.sources))], settings)
+    try:
+        sources = load_sources(settings.sources)
+    except SourcesError as exc:  # a clear message, not a traceback: the file needs fixing
+        raise SystemExit(f"fetch: {exc}") from exc
+    run_service("fetch", [FetchStage(settings, sources)], settings)
