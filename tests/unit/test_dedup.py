@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from newswatch.demo.content import ARTICLES
-from services.clean.dedup import StoryIndex, band_keys, content_hash, signature
+from services.clean.dedup import StoryAssignment, StoryIndex, band_keys, content_hash, signature
 from shared.redis_store import connect
 
 WIRE = [a for a in ARTICLES if a.story == "wire-putin-pashinyan"]
@@ -123,7 +123,7 @@ def test_band_member_ages_out_with_a_short_ttl(redis_port: int) -> None:
     original = "\n".join(WIRE[0].paragraphs)
     copy = "\n".join(WIRE[1].paragraphs)
 
-    async def go() -> tuple:
+    async def go() -> StoryAssignment:
         client = connect(url)
         await client.flushdb()
         short, long = StoryIndex(client, 0.6, 1), StoryIndex(client, 0.6, 3600)
