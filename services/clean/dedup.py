@@ -7,11 +7,26 @@ that pairs above ~0.42 Jaccard collide in some band with high probability; candi
 kept only if their estimated Jaccard similarity reaches the threshold. The index lives in Redis
 (not in the process) so that it works across replicas and restarts.
 
+One story decision is one Redis Lua script (``_ASSIGN``, run by EVALSHA, EVAL when the server
+does not know it yet): the article's earlier assignment (a redelivery gets the same answer), the
+exact hash, the band candidates and their signatures (equal 4-byte slots ÷ 128 = similarity),
+the best candidate at or above the threshold (ties: the smallest id), and the writes of the
+assignment, the signature and the band memberships happen with no other command in between.
+Two replicas handed copies of one story at once thus cannot both call it new. The MinHash is
+computed in Python before the script, which only compares bytes.
+
 Keys (all expire after the dedup TTL):
 - ``nw:clean:article:<id>``   hash: story_id, duplicate_of, similarity (makes redelivery idempotent)
 - ``nw:clean:hash:<sha1>``    the first article id with this exact normalised text
-- ``nw:clean:mh:<id>``        the article's MinHash signature (uint32 array)
-- ``nw:clean:lsh:<band>:<h>`` set of article ids whose band <band> hashes to <h>
+- ``nw:clean:mh:<id>``        the article's MinHash signature (128 little-endian uint32, 512 bytes)
+- ``nw:clean:lsh:<band>:<h>`` sorted set of the article ids whose band <band> hashes to <h>; a
+  member's score is its own expiry time (Redis server clock, seconds). Expired members are
+  removed whenever the band is read and are never candidates; the key's EXPIRE is refreshed on
+  each write, so a busy band lives on while its members still age out one by one.
+
+The script reads and writes keys it is not given in KEYS (the candidates' ``article`` and ``mh``
+keys, which it learns from the bands): it needs a single Redis instance (or a primary with
+replicas), not Redis Cluster, where those keys could live on other shards.
 """
 
 from __future__ import annotations
@@ -24,8 +39,9 @@ from dataclasses import dataclass
 import numpy as np
 import redis.asyncio as aioredis
 from datasketch import MinHash
+from redis.exceptions import NoScriptError
 
-from shared.redis_store import as_bytes, as_str
+from shared.redis_store import as_str
 
 NUM_PERM = 128
 BANDS = 32
@@ -80,8 +96,101 @@ class StoryAssignment:
         return "exact" if self.similarity >= 1.0 else "near"
 
 
+ARTICLE_PREFIX = "nw:clean:article:"
+HASH_PREFIX = "nw:clean:hash:"
+MINHASH_PREFIX = "nw:clean:mh:"
+
+# KEYS: article key, exact-hash key, own signature key, then the BANDS band keys.
+# ARGV: article id, signature bytes, threshold, TTL seconds, article key prefix, signature key prefix.
+# Returns {story_id, duplicate_of, similarity}.
+_ASSIGN = """
+local article_key, hash_key, mh_key = KEYS[1], KEYS[2], KEYS[3]
+local id, sig = ARGV[1], ARGV[2]
+local threshold, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+local article_prefix, mh_prefix = ARGV[5], ARGV[6]
+
+local known = redis.call('HMGET', article_key, 'story_id', 'duplicate_of', 'similarity')
+if known[1] then
+  return {known[1], known[2] or '', known[3] or '0.0'}
+end
+
+local function remember(story, original, similarity)
+  redis.call('HSET', article_key, 'story_id', story, 'duplicate_of', original, 'similarity', similarity)
+  redis.call('EXPIRE', article_key, ttl)
+  return {story, original, similarity}
+end
+
+local first = redis.call('GET', hash_key)
+if first and first ~= id then
+  local story = redis.call('HGET', article_prefix .. first, 'story_id') or first
+  return remember(story, first, '1.0')
+end
+if not first then
+  redis.call('SET', hash_key, id, 'EX', ttl)
+end
+
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local seen, candidates = {}, {}
+for i = 4, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%.6f', now))
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do
+    if member ~= id and not seen[member] then
+      seen[member] = true
+      candidates[#candidates + 1] = member
+    end
+  end
+end
+table.sort(candidates)
+
+local slots = #sig / 4
+local best_id, best_count = '', 0
+for _, candidate in ipairs(candidates) do
+  local other = redis.call('GET', mh_prefix .. candidate)
+  if other and #other == #sig then
+    local count = 0
+    for k = 1, #sig, 4 do
+      if string.sub(sig, k, k + 3) == string.sub(other, k, k + 3) then
+        count = count + 1
+      end
+    end
+    -- candidates are visited in id order: a strictly better count wins, a tie keeps the smaller id
+    if count > best_count then
+      best_id, best_count = candidate, count
+    end
+  end
+end
+
+local result
+if best_id ~= '' and best_count / slots >= threshold then
+  -- round(similarity, 4), halves to even, as Python's round() does
+  local scaled = best_count * 10000 / slots
+  local whole = math.floor(scaled)
+  local rest = scaled - whole
+  if rest > 0.5 or (rest == 0.5 and whole % 2 == 1) then
+    whole = whole + 1
+  end
+  local story = redis.call('HGET', article_prefix .. best_id, 'story_id') or best_id
+  result = remember(story, best_id, string.format('%.4f', whole / 10000))
+else
+  result = remember(id, '', '0.0')
+end
+
+redis.call('SET', mh_key, sig, 'EX', ttl)
+local expiry = string.format('%.6f', now + ttl)
+for i = 4, #KEYS do
+  redis.call('ZADD', KEYS[i], expiry, id)
+  redis.call('EXPIRE', KEYS[i], ttl)
+end
+return result
+"""
+_ASSIGN_SHA = hashlib.sha1(_ASSIGN.encode("utf-8")).hexdigest()
+
+
 class StoryIndex:
-    """Assigns each article to a story: its own, or that of the earlier article it copies."""
+    """Assigns each article to a story: its own, or that of the earlier article it copies.
+
+    ``assign`` is one atomic Redis script: safe with several clean replicas on one Redis."""
 
     def __init__(self, client: aioredis.Redis, threshold: float, ttl_seconds: int) -> None:
         self.redis = client
@@ -89,59 +198,15 @@ class StoryIndex:
         self.ttl = ttl_seconds
 
     async def assign(self, article_id: str, text: str) -> StoryAssignment:
-        known = await self.redis.hgetall(f"nw:clean:article:{article_id}")
         digest = content_hash(text)
-        if known:  # redelivery of an article already assigned: same answer as the first time
-            return StoryAssignment(as_str(known[b"story_id"]), as_str(known[b"duplicate_of"]),
-                                   float(as_str(known[b"similarity"])), digest)
-
-        first = await self.redis.set(f"nw:clean:hash:{digest}", article_id, nx=True, ex=self.ttl, get=True)
-        if first is not None and as_str(first) != article_id:
-            original = as_str(first)
-            story = await self.redis.hget(f"nw:clean:article:{original}", "story_id")
-            return await self._remember(article_id, StoryAssignment(
-                as_str(story) if story else original, original, 1.0, digest), None)
-
         sig = signature(text)
-        keys = band_keys(sig)
-        pipe = self.redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.smembers(key)
-        candidates: set[str] = set()
-        for members in await pipe.execute():
-            candidates.update(as_str(m) for m in members)
-        candidates.discard(article_id)
-
-        best_id, best_sim = "", 0.0
-        if candidates:
-            ordered = sorted(candidates)
-            stored = await self.redis.mget([f"nw:clean:mh:{c}" for c in ordered])
-            for cid, raw in zip(ordered, stored, strict=True):
-                if raw is None:
-                    continue
-                sim = similarity(sig, np.frombuffer(as_bytes(raw), dtype=np.uint32))
-                if sim > best_sim or (sim == best_sim and cid < best_id):
-                    best_id, best_sim = cid, sim
-        if best_id and best_sim >= self.threshold:
-            story = await self.redis.hget(f"nw:clean:article:{best_id}", "story_id")
-            assignment = StoryAssignment(as_str(story) if story else best_id, best_id, round(best_sim, 4),
-                                         digest)
-        else:
-            assignment = StoryAssignment(article_id, "", 0.0, digest)
-        return await self._remember(article_id, assignment, (sig, keys))
-
-    async def _remember(self, article_id: str, assignment: StoryAssignment,
-                        lsh: tuple[np.ndarray, list[str]] | None) -> StoryAssignment:
-        pipe = self.redis.pipeline(transaction=True)
-        key = f"nw:clean:article:{article_id}"
-        pipe.hset(key, mapping={"story_id": assignment.story_id, "duplicate_of": assignment.duplicate_of,
-                                "similarity": str(assignment.similarity)})
-        pipe.expire(key, self.ttl)
-        if lsh is not None:
-            sig, keys = lsh
-            pipe.set(f"nw:clean:mh:{article_id}", sig.tobytes(), ex=self.ttl)
-            for band_key in keys:
-                pipe.sadd(band_key, article_id)
-                pipe.expire(band_key, self.ttl)
-        await pipe.execute()
-        return assignment
+        keys = [f"{ARTICLE_PREFIX}{article_id}", f"{HASH_PREFIX}{digest}", f"{MINHASH_PREFIX}{article_id}",
+                *band_keys(sig)]
+        args: list[str | bytes | int] = [article_id, sig.astype("<u4").tobytes(), repr(float(self.threshold)),
+                                         int(self.ttl), ARTICLE_PREFIX, MINHASH_PREFIX]
+        try:
+            reply = await self.redis.evalsha(_ASSIGN_SHA, len(keys), *keys, *args)
+        except NoScriptError:  # first use on this server (or after SCRIPT FLUSH / a restart): EVAL caches it
+            reply = await self.redis.eval(_ASSIGN, len(keys), *keys, *args)
+        story_id, duplicate_of, sim = (as_str(value) for value in reply)
+        return StoryAssignment(story_id, duplicate_of, float(sim), digest)

@@ -28,9 +28,11 @@ from trafilatura.xml import delete_element, xmltotxt
 from services.clean.lead import missing_lead
 from services.clean.metadata import PageMetadata, page_metadata
 from services.clean.prune import parse_html, prune_furniture
-from services.clean.textdump import clean_text_dump, cut_related_tail, is_junk_line, words
+from services.clean.textdump import clean_text_dump, cut_related_tail, is_junk_line, is_short_sentence, words
 
-MIN_WORDS = 8  # less than this is a navigation stub or an error page, not an article
+# Less than this is a navigation stub or an error page, not an article, unless the text holds a
+# sentence (three words or more, ended by a full stop, "?" or "!": a wire flash, a brief).
+MIN_WORDS = 8
 # When the fast extraction is shorter than this, or the article container holds this many
 # times more text, trafilatura's fallback extractors get a say (measured: docs/choices.md).
 # But a fast extraction of this length or more stands: its fallbacks then cost much and change little.
@@ -234,7 +236,7 @@ def extract_html(html: str, url: str = "", encoding: str = "") -> ExtractedArtic
     first, _, rest = text.partition("\n")
     if meta.title and " ".join(first.split()) == meta.title:  # the headline is the title, not text
         text = rest
-    if words(text) < MIN_WORDS:
+    if words(text) < MIN_WORDS and not any(is_short_sentence(line) for line in text.split("\n")):
         raise ExtractionError(f"no article text found in the page ({words(text)} words)")
     return ExtractedArticle(**vars(meta), text=text, encoding=encoding)
 

@@ -91,15 +91,25 @@ _PARSER = _html_parser()
 _UTF8_PARSER = _html_parser(encoding="utf-8")
 
 
+MAX_DEPTH = 256  # libxml2's nesting limit without XML_PARSE_HUGE (never lifted here)
+
+
 def parse_html(html: str) -> lxml_html.HtmlElement:
-    """An lxml tree of the page. Raises ValueError on a page with no elements."""
+    """An lxml tree of the page. Raises ValueError on a page with no elements, or nested deeper
+    than libxml2's limit (it stops parsing there: the tree would be a cut page)."""
+    parser = _PARSER
     try:
-        return lxml_html.fromstring(html, parser=_PARSER)
-    except ValueError:
-        # lxml refuses a str that still carries an XML encoding declaration.
-        return lxml_html.fromstring(html.encode("utf-8"), parser=_UTF8_PARSER)
+        try:
+            root = lxml_html.fromstring(html, parser=parser)
+        except ValueError:
+            # lxml refuses a str that still carries an XML encoding declaration.
+            parser = _UTF8_PARSER
+            root = lxml_html.fromstring(html.encode("utf-8"), parser=parser)
     except lxml_html.etree.ParserError as exc:
         raise ValueError(f"not an HTML page: {exc}") from exc
+    if any(entry.type_name == "ERR_RESOURCE_LIMIT" for entry in parser.error_log):
+        raise ValueError(f"page nested deeper than {MAX_DEPTH} elements: the HTML parser stops there")
+    return root
 
 
 def _name_weight(element: lxml_html.HtmlElement) -> int:

@@ -145,6 +145,20 @@ def is_sentence_like(line: str) -> bool:
     return n >= 20 or (n >= 7 and bool(_SENTENCE_END.search(line.strip())))
 
 
+# A full stop, question or exclamation mark (Latin, Arabic, CJK, Devanagari), closing quotes allowed.
+_FULL_STOP = re.compile(r"""[.!?…؟。！？।][\s"»”)\]'’]*$""")
+SHORT_SENTENCE_WORDS = 3
+
+
+def is_short_sentence(line: str) -> bool:
+    """A sentence too short for ``is_sentence_like``: a wire flash, one line of a brief.
+
+    Three words or more, ended by a full stop or a question or exclamation mark (a label, a menu
+    item or a headline is not ended so)."""
+    stripped = line.strip()
+    return words(stripped) >= SHORT_SENTENCE_WORDS and bool(_FULL_STOP.search(stripped))
+
+
 def is_junk_line(line: str) -> bool:
     """Boilerplate whatever the site: share prompts, legal footers, cookie notices, social icons."""
     stripped = line.strip()
@@ -224,14 +238,64 @@ def _is_menu_candidate(line: str) -> bool:
     return not is_sentence_like(line) and words(line) <= 6
 
 
+_LABEL_MAX_WORDS = 3
+
+
+def _is_label(line: str) -> bool:
+    """A short line that is no sentence: a menu item, a section name, a button, a stray caption."""
+    return words(line) <= _LABEL_MAX_WORDS and not _FULL_STOP.search(line.strip())
+
+
+def junk_signals(lines: list[str]) -> bool:
+    """Whether a dump shows any sign of page furniture around its text.
+
+    A signal is a junk line (share prompt, footer, cookie notice, credit, comment header, pointer:
+    ``is_junk_line``), a "related articles" header, a line printed twice, a run of three or more
+    short non-sentence lines (a menu, a tag list), or a label line (three words or fewer, no full
+    stop) anywhere but first, where it is the headline. Without any, the dump is taken as the
+    article it is: the page-shape rules of ``clean_text_dump`` (the article span between the first
+    and last long sentence, menus, headline guessing) are for pages, not for a lone sentence."""
+    stripped = [line.strip() for line in lines]
+    if len(set(stripped)) < len(stripped):
+        return True
+    run = 0
+    for i, line in enumerate(stripped):
+        if is_junk_line(line) or (words(line) <= _RELATED_HEADER_MAX_WORDS and _RELATED_HEADER.match(line)):
+            return True
+        if i > 0 and _is_label(line):
+            return True
+        run = run + 1 if _is_menu_candidate(line) else 0
+        if run >= 3:
+            return True
+    return False
+
+
+def _plain_text(lines: list[str]) -> tuple[str, str]:
+    """(title, text) of a dump without junk signals: every line is kept; the first is the headline
+    when more follow and it is not ended as a sentence."""
+    lines = [line.strip() for line in lines]
+    first = lines[0]
+    if len(lines) > 1 and words(first) < 40 and not _SENTENCE_END.search(first):
+        return first, "\n".join(lines[1:])
+    return "", "\n".join(lines)
+
+
 def clean_text_dump(text: str) -> tuple[str, str]:
     """(title, article text) of a page-text dump; paragraphs joined by "\\n"."""
     lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     lines = [line for line in lines if line.strip()]
+    if not lines:
+        return "", ""
+    if not junk_signals(lines):
+        return _plain_text(lines)
     lines = cut_related_tail(_cut_comments(lines))
 
     lines = [line for line in lines if not is_junk_line(line)]
     body_idx = [i for i, line in enumerate(lines) if is_sentence_like(line)]
+    if not body_idx:
+        # No long sentence: the article, if any, is made of short ones (a flash between share
+        # prompts and a footer). Lines that are no sentence are the page's.
+        body_idx = [i for i, line in enumerate(lines) if is_short_sentence(line)]
     if not body_idx:
         longer = [line.strip() for line in lines if words(line) >= 4]
         return (longer[0] if longer else ""), "\n".join(longer[1:])

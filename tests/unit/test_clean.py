@@ -78,3 +78,50 @@ def test_empty_page_is_poison() -> None:
                           http_status=200, content_type="text/html", body=b"<html></html>")
     with pytest.raises(PoisonInput):
         build_article(page)
+
+
+@pytest.mark.parametrize(("dump", "title", "text"), [
+    ("Nous sommes de votre avis.\n", "", "Nous sommes de votre avis."),
+    ("Moscow: talks with Baku resume Monday\n", "", "Moscow: talks with Baku resume Monday"),
+    ("Flash\nMoscow says talks with Baku will resume on Monday.\n", "Flash",
+     "Moscow says talks with Baku will resume on Monday."),
+    ("Baku confirms talks.\nThey resume on Monday in Moscow, the ministry said.\n", "",
+     "Baku confirms talks.\nThey resume on Monday in Moscow, the ministry said."),
+    ("Spread the love\nNous sommes de votre avis.\nPartager\n© 2026 Le Journal\n", "", "Nous sommes de votre avis."),
+])
+def test_short_dumps_are_kept(dump: str, title: str, text: str) -> None:
+    assert clean_text_dump(dump) == (title, text)
+    extracted = extract_page(dump.encode(), "text/plain; charset=utf-8")
+    assert (extracted.title, extracted.text) == (title, text)
+
+
+@pytest.mark.parametrize("dump", ["Accueil\nInternational\nPolitique\n© 2026 Le Journal\n", "Accueil\nContact\n",
+                                  "Partager\nTweet\n"])
+def test_junk_only_dumps_stay_empty(dump: str) -> None:
+    assert clean_text_dump(dump)[1] == ""
+    with pytest.raises(ExtractionError):
+        extract_page(dump.encode(), "text/plain")
+
+
+@pytest.mark.parametrize(("html", "text"), [
+    ("<html><body><article><h1>Flash</h1><p>Moscow says talks with Baku will resume on Monday.</p></article>"
+     "</body></html>", "Moscow says talks with Baku will resume on Monday."),
+    ("<html><body><article><h1>Flash</h1><p>Talks resume Monday.</p></article></body></html>",
+     "Talks resume Monday."),
+    ("<html><body><p>Nous sommes de votre avis.</p></body></html>", "Nous sommes de votre avis."),
+    ("<html><head><title>Baku</title></head><body><div class='content'><h1>Baku</h1><p>Baku confirms talks.</p>"
+     "<p>They resume Monday.</p></div></body></html>", "Baku confirms talks.\nThey resume Monday."),
+    ("<html><body><nav><a href='/'>Accueil</a></nav><div><p>Moscou dit que les discussions reprendront lundi.</p>"
+     "</div><footer>© 2026 Le Journal. Tous droits réservés.</footer></body></html>",
+     "Moscou dit que les discussions reprendront lundi."),
+])
+def test_short_html_articles_are_kept(html: str, text: str) -> None:
+    page = events.RawPage(id="x", url="http://a/b", final_url="http://a/b", source="s", fetched_at=time.time(),
+                          http_status=200, content_type="text/html", body=html.encode())
+    assert build_article(page).text == text
+
+
+def test_navigation_stub_is_still_poison() -> None:
+    with pytest.raises(ExtractionError):
+        extract_page(b"<html><body><div><a href='/'>Home</a> <a href='/news'>News</a> Contact us</div></body></html>",
+                     "text/html")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from newswatch.demo.content import ARTICLES
-from services.clean.dedup import StoryIndex, content_hash
+from services.clean.dedup import StoryAssignment, StoryIndex, band_keys, content_hash, signature
 from shared.redis_store import connect
 
 WIRE = [a for a in ARTICLES if a.story == "wire-putin-pashinyan"]
@@ -49,3 +49,90 @@ def test_different_articles_never_merge(redis_url: str) -> None:
 
 def test_content_hash_ignores_case_and_punctuation() -> None:
     assert content_hash("Bakou, Erevan!") == content_hash("bakou erevan")
+
+
+def _concurrent_copies() -> list[tuple[str, str]]:
+    """50 near-copies of one wire story as 50 sites publish it: other junk, some with the last paragraph cut,
+    a few exact copies."""
+    paragraphs = list(WIRE[0].paragraphs)
+    copies = []
+    for i in range(50):
+        body = paragraphs if i % 3 else paragraphs[:-1] if len(paragraphs) > 2 else paragraphs
+        junk = [] if i % 10 == 0 else [f"Partager sur le site numéro {i}", f"Lire aussi : la météo du jour {i}"]
+        copies.append((f"copy-{i:02d}", "\n".join([*junk, *body])))
+    return copies
+
+
+def test_concurrent_copies_from_two_replicas_make_one_story(redis_port: int) -> None:
+    url = f"redis://127.0.0.1:{redis_port}/7"
+    copies = _concurrent_copies()
+
+    async def go() -> tuple[list, list]:
+        first, second = connect(url), connect(url)  # two replicas, two connections
+        await first.flushdb()
+        await first.script_flush()  # the first calls take the EVAL fallback
+        replicas = [StoryIndex(first, 0.6, 3600), StoryIndex(second, 0.6, 3600)]
+        results = await asyncio.gather(*(replicas[i % 2].assign(aid, text) for i, (aid, text) in enumerate(copies)))
+        again = await asyncio.gather(*(replicas[(i + 1) % 2].assign(aid, text)
+                                       for i, (aid, text) in enumerate(copies)))
+        await first.aclose()
+        await second.aclose()
+        return results, again
+
+    results, again = asyncio.run(go())
+    assert len({r.story_id for r in results}) == 1
+    assert [r.kind for r in results].count("new") == 1
+    new = next(r for r in results if r.kind == "new")
+    assert new.story_id == next(aid for (aid, _), r in zip(copies, results, strict=True) if r.kind == "new")
+    assert again == results  # redelivery: the same answer, whichever replica gets it
+
+
+def test_expired_band_member_is_no_candidate(redis_port: int) -> None:
+    url = f"redis://127.0.0.1:{redis_port}/8"
+    original = "\n".join(WIRE[0].paragraphs)
+    copy = "\n".join(WIRE[1].paragraphs)
+
+    async def go() -> tuple:
+        client = connect(url)
+        await client.flushdb()
+        index = StoryIndex(client, 0.6, 3600)
+        first = await index.assign("a", original)
+        bands = band_keys(signature(original))
+        now = float((await client.time())[0])
+        scores = [await client.zscore(key, "a") for key in bands]
+        ttls = [await client.ttl(key) for key in bands]
+        # "a" aged out of its bands (its expiry is in the past); its signature key is still there
+        for key in bands:
+            await client.zadd(key, {"a": now - 1})
+        second = await index.assign("b", copy)
+        shared = set(bands) & set(band_keys(signature(copy)))  # the bands "b" read
+        left = [await client.zscore(key, "a") for key in sorted(shared)]
+        await client.aclose()
+        return first, second, now, scores, ttls, left
+
+    first, second, now, scores, ttls, left = asyncio.run(go())
+    assert first.kind == "new"
+    assert all(score is not None and now + 3590 <= score <= now + 3601 for score in scores)
+    assert all(0 < ttl <= 3600 for ttl in ttls)
+    assert second.kind == "new" and second.story_id == "b"  # a near copy, but "a" is no candidate any more
+    assert left and all(score is None for score in left)  # the bands read were pruned
+
+
+def test_band_member_ages_out_with_a_short_ttl(redis_port: int) -> None:
+    url = f"redis://127.0.0.1:{redis_port}/9"
+    original = "\n".join(WIRE[0].paragraphs)
+    copy = "\n".join(WIRE[1].paragraphs)
+
+    async def go() -> StoryAssignment:
+        client = connect(url)
+        await client.flushdb()
+        short, long = StoryIndex(client, 0.6, 1), StoryIndex(client, 0.6, 3600)
+        await short.assign("a", original)
+        # the signature outlives the band membership: only the band's score can rule "a" out
+        await client.expire("nw:clean:mh:a", 3600)
+        await asyncio.sleep(1.2)
+        second = await long.assign("b", copy)
+        await client.aclose()
+        return second
+
+    assert asyncio.run(go()).kind == "new"
