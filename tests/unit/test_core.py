@@ -51,7 +51,7 @@ def test_readme_documents_every_setting_and_topic() -> None:
     rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines() if line.startswith("| `")}
     for topic in ALL_TOPICS:
         assert topic.suffix in rows, topic.suffix
-        assert topic.schema.__struct_config__.tag in rows[topic.suffix], topic.suffix
+        assert str(topic.schema.__struct_config__.tag) in rows[topic.suffix], topic.suffix
     for decl in SERVICES:  # each stage's topics as the README's topic table says
         for stage in decl.stages:
             for out in stage.outputs:
