@@ -5,8 +5,8 @@ wakes for the pages whose retry is due. Every article URL that has no state
 (``shared.redis_store``: ``nw:url:<id>``) and is not waiting for a retry is fetched and published.
 Once the broker has acknowledged the page, its URL is in flight for
 ``NEWSWATCH_INFLIGHT_TTL_SECONDS``; the alert stage, the last one, marks it done once it has the
-article and its alerts are on the broker. A page lost on the way is fetched again once the in-flight mark expires, while its feed
-lists it.
+article and its alerts are on the broker. A page lost on the way is fetched again once the
+in-flight mark expires, while its feed lists it.
 
 HTTP policy for article pages (after redirects, each hop checked by ``politeness.PoliteClient``):
 
