@@ -37,12 +37,20 @@ def _emit(obj: Any) -> None:
 def _records(jsonl: bool, paths: list[Path]) -> Iterator[dict[str, Any]]:
     """Input records: JSON lines on stdin, or one record per file (.html/.htm as HTML, else text)."""
     if jsonl:
-        for n, line in enumerate(sys.stdin, 1):
+        for n, raw in enumerate(sys.stdin.buffer, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield {"id": None, "_error": f"line {n}: byte 0x{raw[exc.start]:02x} is not UTF-8"}
+                continue
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as exc:
+            except RecursionError:  # '[' * 100000: the decoder recurses once per level
+                yield {"id": None, "_error": f"line {n}: not JSON: nested too deeply"}
+                continue
+            except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
                 yield {"id": None, "_error": f"line {n}: not JSON: {exc}"}
                 continue
             if not isinstance(record, dict) or not ("html" in record or "text" in record):

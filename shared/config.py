@@ -38,12 +38,13 @@ def read_yaml(path: str | Path, text: str | None = None) -> Any:
         raise ConfigError(f"{path}: {place}not valid YAML: {problem}") from exc
 
 
-def convert(doc: Any, kind: type[T], origin: str | Path) -> T:
-    """``doc`` as a ``kind`` struct; a mismatch names the path in the document (``$.rules[2].id``)."""
+def convert(doc: Any, kind: type[T], origin: str | Path, error: type[ConfigError] = ConfigError) -> T:
+    """``doc`` as a ``kind`` struct; a mismatch raises ``error`` naming the path in the document
+    (``$.rules[2].id``)."""
     try:
         return msgspec.convert(doc, kind, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{origin}: {exc}") from exc
+        raise error(f"{origin}: {exc}") from exc
 
 
 def load(path: str | Path, kind: type[T]) -> T:

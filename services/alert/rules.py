@@ -12,19 +12,18 @@ See docs/rules.md for the file format and examples.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.entities.normalise import fold
+import msgspec
+
 from shared import events
-from shared.config import ConfigError, read_yaml
+from shared.config import ConfigError, convert, read_yaml
+from shared.text import folded_words
 
 log = logging.getLogger(__name__)
-_WORD = re.compile(r"\w+", re.UNICODE)
 
-
-class RuleError(ValueError):
+class RuleError(ConfigError):
     pass
 
 
@@ -40,7 +39,7 @@ class Term:
     def parse(cls, written: str) -> Term:
         raw = written.strip()
         prefix = raw.endswith("*")
-        words = tuple(_WORD.findall(fold(raw.rstrip("*"))[0]))
+        words = tuple(folded_words(raw.rstrip("*")))
         if not words:
             raise RuleError(f"term {written!r} has no words")
         return cls(raw, words, prefix)
@@ -68,48 +67,84 @@ class Match:
     entities: list[str] = field(default_factory=list)
 
 
-_KNOWN_KEYS = {"id", "name", "any", "all", "none", "entities_any", "entities_all", "entities_none",
-               "languages", "sources", "webhook", "webhooks"}
+# Text written in a rule: a YAML scalar ("all: [2024]" is the word 2024).
+Scalar = str | int | float
+# A list of texts, or one text on its own ("any: ceasefire").
+Texts = list[Scalar] | str | None
 
 
-def _strings(raw: dict[str, Any], key: str, rule_id: str) -> list[str]:
-    value = raw.get(key) or []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str | int | float) for v in value):
-        raise RuleError(f"rule {rule_id}: {key!r} must be a list of strings")
-    return [str(v) for v in value]
+class RuleDoc(msgspec.Struct, forbid_unknown_fields=True):
+    """One rule as written in the rules file (docs/rules.md). Unknown keys are an error: a typo
+    must not silently widen a rule."""
+
+    id: Scalar | None = None
+    name: Scalar | None = None
+    any: Texts = None
+    all: Texts = None
+    none: Texts = None
+    entities_any: Texts = None
+    entities_all: Texts = None
+    entities_none: Texts = None
+    languages: Texts = None
+    sources: Texts = None
+    webhook: Texts = None
+    webhooks: Texts = None
+
+
+class RulesDoc(msgspec.Struct):
+    rules: list[RuleDoc]
+
+
+_KNOWN_KEYS = frozenset(RuleDoc.__struct_fields__)
+
+
+def _texts(value: Texts) -> list[str]:
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def _terms(value: Texts, where: str, path: str) -> tuple[Term, ...]:
+    try:
+        return tuple(Term.parse(t) for t in _texts(value))
+    except RuleError as exc:
+        raise RuleError(f"{where}: {exc} - at `{path}`") from exc
 
 
 def parse_rules(doc: Any, origin: str = "rules") -> list[Rule]:
+    """The rules of a rules document; errors name ``origin``, the rule and the place (``$.rules[2].any``)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
         raise RuleError(f"{origin}: expected a mapping with a 'rules' list")
+    for n, raw in enumerate(doc["rules"]):  # before decoding: a message that lists the known keys
+        unknown = set(raw) - _KNOWN_KEYS if isinstance(raw, dict) else set()
+        if unknown:
+            raise RuleError(f"{origin}: rule {raw.get('id', f'#{n + 1}')}: unknown keys {sorted(map(str, unknown))} "
+                            f"(known: {sorted(_KNOWN_KEYS)}) - at `$.rules[{n}]`")
     rules: list[Rule] = []
     seen: set[str] = set()
-    for n, raw in enumerate(doc["rules"]):
-        if not isinstance(raw, dict) or not raw.get("id"):
-            raise RuleError(f"{origin}: rule #{n + 1} has no id")
-        rule_id = str(raw["id"])
-        unknown = set(raw) - _KNOWN_KEYS
-        if unknown:
-            raise RuleError(f"rule {rule_id}: unknown keys {sorted(unknown)} (known: {sorted(_KNOWN_KEYS)})")
+    for n, raw_rule in enumerate(convert(doc, RulesDoc, origin, error=RuleError).rules):
+        if raw_rule.id is None or raw_rule.id == "":
+            raise RuleError(f"{origin}: rule #{n + 1} has no id - at `$.rules[{n}]`")
+        rule_id = str(raw_rule.id)
+        where = f"{origin}: rule {rule_id}"
         if rule_id in seen:
-            raise RuleError(f"rule {rule_id}: id used twice")
+            raise RuleError(f"{where}: id used twice - at `$.rules[{n}]`")
         seen.add(rule_id)
         rule = Rule(
-            id=rule_id, name=str(raw.get("name", rule_id)),
-            any=tuple(Term.parse(t) for t in _strings(raw, "any", rule_id)),
-            all=tuple(Term.parse(t) for t in _strings(raw, "all", rule_id)),
-            none=tuple(Term.parse(t) for t in _strings(raw, "none", rule_id)),
-            entities_any=frozenset(_strings(raw, "entities_any", rule_id)),
-            entities_all=frozenset(_strings(raw, "entities_all", rule_id)),
-            entities_none=frozenset(_strings(raw, "entities_none", rule_id)),
-            languages=frozenset(_strings(raw, "languages", rule_id)),
-            sources=frozenset(_strings(raw, "sources", rule_id)),
-            webhooks=tuple(_strings(raw, "webhook", rule_id) + _strings(raw, "webhooks", rule_id)),
+            id=rule_id, name=rule_id if raw_rule.name in (None, "") else str(raw_rule.name),
+            any=_terms(raw_rule.any, where, f"$.rules[{n}].any"),
+            all=_terms(raw_rule.all, where, f"$.rules[{n}].all"),
+            none=_terms(raw_rule.none, where, f"$.rules[{n}].none"),
+            entities_any=frozenset(_texts(raw_rule.entities_any)),
+            entities_all=frozenset(_texts(raw_rule.entities_all)),
+            entities_none=frozenset(_texts(raw_rule.entities_none)),
+            languages=frozenset(_texts(raw_rule.languages)),
+            sources=frozenset(_texts(raw_rule.sources)),
+            webhooks=tuple(_texts(raw_rule.webhook) + _texts(raw_rule.webhooks)),
         )
         if not (rule.any or rule.all or rule.entities_any or rule.entities_all):
-            raise RuleError(f"rule {rule_id}: needs at least one of any, all, entities_any, entities_all")
+            raise RuleError(f"{where}: needs at least one of any, all, entities_any, entities_all "
+                            f"- at `$.rules[{n}]`")
         rules.append(rule)
     return rules
 
@@ -128,7 +163,7 @@ class FoldedText:
     def __init__(self, *parts: str) -> None:
         self.words: list[str] = []
         for part in parts:
-            self.words.extend(_WORD.findall(fold(part)[0]))
+            self.words.extend(folded_words(part))
         self.vocabulary = set(self.words)
         self.joined = " " + " ".join(self.words) + " "
 

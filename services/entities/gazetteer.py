@@ -19,7 +19,7 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
-from services.entities.kb import Entity
+from services.entities.model import Entity
 
 LANGUAGES = ("fr", "ar", "ru", "es", "de", "tr")  # besides English
 MIN_CITY_POPULATION = 1_000_000

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import ahocorasick
 
-from services.entities.kb import Alias, Entity, aliases
-from services.entities.normalise import fold, fold_name, is_word_char
+from services.entities.kb import aliases
+from services.entities.model import Alias, Entity
+from shared.text import fold, fold_name, is_word_char
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from services.entities.kb import Entity, russian_forms
-from services.entities.normalise import fold_name
+from services.entities.model import Entity
+from shared.text import fold_name, russian_forms
 
 TYPES = {"PER": "person", "LOC": "place", "ORG": "organisation", "MISC": "misc"}
 _LINKABLE = {"PER": {"person"}, "LOC": {"place"}, "ORG": {"organisation"}}  # NER label → table types

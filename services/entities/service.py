@@ -8,10 +8,10 @@ from typing import ClassVar
 from services.entities.kb import load_table
 from services.entities.match import Matcher
 from services.entities.ner import TYPES, Linker, Recogniser, Recognisers
-from services.entities.normalise import fold_name
 from shared import events, pipeline
 from shared.runtime import Emit, cpu
 from shared.settings import Settings
+from shared.text import fold_name
 from shared.topics import TAGGED
 from shared.watched import Watched
 

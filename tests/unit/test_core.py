@@ -80,6 +80,22 @@ def test_cli_jsonl_keeps_ids_and_order() -> None:
     assert "error" in out[2] and result.returncode == 1
 
 
+def test_cli_jsonl_reports_a_bad_line_and_goes_on() -> None:
+    # A line nested 100 000 deep (RecursionError in the JSON decoder), an integer too long to
+    # convert (ValueError) and a line that is not UTF-8 each get an error; the batch goes on.
+    good = {"id": "a", "text": "Vladimir Poutine a reçu Nikol Pachinian au Kremlin mardi soir."}
+    stdin = ("[" * 100_000 + "\n" + json.dumps(good) + "\n" + '{"id": "n", "text": ' + "1" * 5000 + "}\n"
+             ).encode() + b'{"id": "latin", "text": "n\xe9gociations"}\n' + json.dumps({**good, "id": "b"}).encode()
+    result = subprocess.run([sys.executable, "-m", "newswatch.cli", "entities", "--jsonl"], input=stdin,
+                            capture_output=True, cwd=ROOT, timeout=120)
+    out = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [o["id"] for o in out] == [None, "a", None, None, "b"], result.stderr.decode()[-2000:]
+    assert out[0]["error"].startswith("line 1: ") and "nested too deeply" in out[0]["error"]
+    assert out[2]["error"].startswith("line 3: ") and out[3]["error"].startswith("line 4: ")
+    assert "Q7747" in {e["id"] for e in out[1]["entities"]} and "Q7747" in {e["id"] for e in out[4]["entities"]}
+    assert result.returncode == 1
+
+
 def test_cli_langdetect_and_rules_test(tmp_path: Path) -> None:
     page = tmp_path / "a.txt"
     page.write_text("Путин и Пашинян обсудили ситуацию в Нагорном Карабахе и на границе Армении.\n" * 3)

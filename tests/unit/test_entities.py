@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from services.entities.gazetteer import usable_name
-from services.entities.kb import arabic_forms, load_table, russian_forms
+from services.entities.kb import TableError, load_table
 from services.entities.match import Matcher
 from services.entities.ner import Linker, NerMention, Recognisers, SpacyFrench
 from services.entities.service import tag, watched_tagger
+from shared.text import arabic_forms, russian_forms
 
 MATCHER = Matcher(load_table())
 
@@ -89,6 +90,36 @@ def test_watchlist_is_reloaded(tmp_path: Path) -> None:
     assert not asyncio.run(source.refresh(force=True))  # a broken edit keeps the table it had
     assert "not valid YAML" in source.error or "valid" in source.error
     assert [h.entity.id for h in source.value.matcher.find("The Russian leader spoke.")] == ["Q7747"]
+
+
+def test_table_errors_name_the_file_and_the_place(tmp_path: Path) -> None:
+    table = tmp_path / "watch.yaml"
+    table.write_text("entities:\n  - {id: a, names: {en: [Acme]}}\n  - {id: b, names: [Bcme]}\n", "utf-8")
+    with pytest.raises(TableError, match=r"watch\.yaml: Expected `object \| null`, got `array` - at "
+                                         r"`\$\.entities\[1\]\.names`"):
+        load_table([str(table)], gazetteer=False)
+    table.write_text("entities:\n  - {id: a, acronyms: [[AC]]}\n", "utf-8")
+    with pytest.raises(TableError, match=r"`\$\.entities\[0\]\.acronyms\[0\]`"):
+        load_table([str(table)], gazetteer=False)
+    table.write_text("entities:\n  - {name: Acme}\n", "utf-8")
+    with pytest.raises(TableError, match=r"watch\.yaml: entity #0 has no id"):
+        load_table([str(table)], gazetteer=False)
+    table.write_text("entities: nothing\n", "utf-8")
+    with pytest.raises(TableError, match="expected a mapping with an 'entities' list"):
+        load_table([str(table)], gazetteer=False)
+    # A watchlist saved in Latin-1 is refused with the line of the first byte that is not UTF-8.
+    table.write_bytes("entities:\n  - {id: a, names: {fr: [Société Acme]}}\n".encode("latin-1"))
+    with pytest.raises(TableError, match=r"watch\.yaml: line 2: byte 0xe9 is not UTF-8"):
+        load_table([str(table)], gazetteer=False)
+
+
+def test_table_short_forms_are_accepted(tmp_path: Path) -> None:
+    table = tmp_path / "watch.yaml"
+    table.write_text("entities:\n  - {id: 2024, names: {en: Acme Corp, fr: }, acronyms: ACME, geonames: '12',"
+                     " context: [market], offices: {EU: chair}}\n", "utf-8")
+    acme = load_table([str(table)], gazetteer=False)[-1]
+    assert (acme.id, acme.type, acme.name, acme.names, acme.acronyms, acme.geonames, acme.context, acme.offices) == (
+        "2024", "other", "2024", {"en": ["Acme Corp"], "fr": []}, ["ACME"], 12, ["market"], {"EU": ["chair"]})
 
 
 class FakeRecogniser:

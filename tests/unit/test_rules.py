@@ -50,10 +50,22 @@ def test_entities_languages_sources() -> None:
     ({"rules": [{"id": "a", "any": ["x"]}, {"id": "a", "any": ["y"]}]}, "used twice"),
     ({"rules": [{"id": "a", "any": [" * "]}]}, "has no words"),
     ({"nope": 1}, "expected a mapping"),
+    ({"rules": [{"id": "a", "any": [["x"]]}]},
+     r"rules: Expected `int \| float \| str`, got `array` - at `\$\.rules\[0\]\.any\[0\]`"),
+    ({"rules": [{"id": "a", "any": ["x"]}, "b"]}, r"Expected `object`, got `str` - at `\$\.rules\[1\]`"),
+    ({"rules": [{"id": "a", "entities_any": 7}]}, r"got `int` - at `\$\.rules\[0\]\.entities_any`"),
 ])
 def test_bad_rules_say_what_is_wrong(doc: dict, message: str) -> None:
     with pytest.raises(RuleError, match=message):
         parse_rules(doc)
+
+
+def test_short_forms_are_accepted() -> None:
+    (rule,) = rules({"id": 2024, "any": "ceasefire", "all": [2024], "languages": "en", "webhook": "https://h/x",
+                     "webhooks": None, "none": ""})
+    assert (rule.id, rule.name, [t.words for t in rule.any], [t.words for t in rule.all]) == (
+        "2024", "2024", [("ceasefire",)], [("2024",)])
+    assert rule.languages == {"en"} and rule.webhooks == ("https://h/x",) and rule.none == ()
 
 
 def test_demo_rules_file_loads() -> None:

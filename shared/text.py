@@ -1,0 +1,140 @@
+"""Text rules several services share: folding for matching (names, rule terms), words of folded
+text, and the name variants of languages whose words change form (Russian case endings, Arabic
+joined prefixes and spellings).
+
+Folding maps a text to the form that matches whatever its case, accents, Arabic letter forms,
+tatweel, diacritics, apostrophe or hyphen style; every folded character remembers the original
+character it came from, so a match maps back to offsets in the original text.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import unicodedata
+from functools import lru_cache
+
+# --- folding -------------------------------------------------------------------------------
+
+# Arabic letter forms that writers use interchangeably.
+_ARABIC = {
+    "أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا",
+    "ة": "ه",
+    "ى": "ي", "ئ": "ي",
+    "ؤ": "و",
+    "ک": "ك", "ی": "ي", "گ": "ج",
+    "ـ": "",  # tatweel
+}
+_APOSTROPHES = "'’‘ʼ`´"
+_DASHES = "-‐‑‒–—―"
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@lru_cache(maxsize=65536)
+def fold_char(ch: str) -> str:
+    """The folded form of one character: possibly empty, possibly several characters."""
+    if ch in _ARABIC:
+        return _ARABIC[ch]
+    if ch in _APOSTROPHES:
+        return "'"
+    if ch in _DASHES or ch.isspace():
+        return " "
+    decomposed = unicodedata.normalize("NFD", ch)
+    kept = "".join(c for c in decomposed if not unicodedata.combining(c))
+    # Arabic harakat and the superscript alef are combining marks: dropped above.
+    folded = kept.casefold()
+    return "".join(_ARABIC.get(c, c) for c in folded)
+
+
+def fold(text: str) -> tuple[str, list[int]]:
+    """(folded text, original index of each folded character). Whitespace runs become one space."""
+    out: list[str] = []
+    index: list[int] = []
+    last_space = True
+    for i, ch in enumerate(text):
+        for c in fold_char(ch):
+            if c == " ":
+                if last_space:
+                    continue
+                last_space = True
+            else:
+                last_space = False
+            out.append(c)
+            index.append(i)
+    return "".join(out), index
+
+
+def fold_name(name: str) -> str:
+    """A name folded, without leading or trailing space: the key names are compared by."""
+    return fold(name)[0].strip()
+
+
+def is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def folded_words(text: str) -> list[str]:
+    """The words of ``text`` after folding: "HAUT-KARABAKH" → ["haut", "karabakh"]."""
+    return _WORD.findall(fold(text)[0])
+
+
+# --- Russian: nouns and names change their ending with grammatical case -------------------
+_CASES = 6  # nominative, genitive, dative, accusative, instrumental, prepositional
+_RU_ENDINGS: list[tuple[str, list[list[str]]]] = [
+    ("ый", [["ый"], ["ого"], ["ому"], ["ый", "ого"], ["ым"], ["ом"]]),
+    ("ий", [["ий"], ["ого", "его"], ["ому", "ему"], ["ий", "ого"], ["им"], ["ом", "ем"]]),
+    ("ая", [["ая"], ["ой"], ["ой"], ["ую"], ["ой"], ["ой"]]),
+    ("я", [["я"], ["и"], ["и", "е"], ["ю"], ["ей"], ["и", "е"]]),
+    ("а", [["а"], ["ы", "и"], ["е", "и"], ["у"], ["ой", "ей"], ["е", "и"]]),
+    ("й", [["й"], ["я"], ["ю"], ["я"], ["ем"], ["е"]]),
+    ("ь", [["ь"], ["и", "я"], ["и", "ю"], ["ь", "я"], ["ью", "ем"], ["и", "е"]]),
+]
+_RU_INDECLINABLE = tuple("оуиеюэ") + tuple("ОУИЕЮЭ")
+
+
+def _ru_token_forms(token: str, case: int) -> list[str]:
+    if len(token) < 3 or token.isupper() or token.endswith(_RU_INDECLINABLE):
+        return [token]
+    for ending, table in _RU_ENDINGS:
+        if token.endswith(ending):
+            stem = token[: -len(ending)]
+            return [stem + e for e in table[case]]
+    if token[-1].isalpha():  # hard consonant
+        return [[token], [token + "а"], [token + "у"], [token + "а", token], [token + "ом", token + "ым"],
+                [token + "е"]][case]
+    return [token]
+
+
+def russian_forms(name: str) -> set[str]:
+    """The name in the six cases; each word takes the same case (Владимира Путина)."""
+    tokens = name.split()
+    forms = {name}
+    for case in range(_CASES):
+        per_token = [_ru_token_forms(t, case) for t in tokens]
+        forms.update(" ".join(combo) for combo in itertools.product(*per_token))
+    return forms
+
+
+# --- Arabic: clitic prefixes are written joined to the word; "g" is written ج or غ ------------
+_AR_PREFIXES = ("و", "ب", "ل", "ك", "ف", "وب", "ول", "وك", "فب", "فل", "فك")
+
+
+def is_arabic(text: str) -> bool:
+    """Whether ``text`` has a character of the Arabic block."""
+    return any("\u0600" <= ch <= "\u06ff" for ch in text)
+
+
+def arabic_forms(folded: str) -> dict[str, int]:
+    """Spelling variants (ج/غ) and the forms with a prefix, each with the prefix's length.
+
+    On a name that starts with ال, a prefix ending in ل absorbs the alif: ل + الكرملين = للكرملين.
+    """
+    spellings = {folded, folded.replace("غ", "ج"), folded.replace("ج", "غ")}
+    forms = dict.fromkeys(spellings, 0)
+    for base in spellings:
+        for prefix in _AR_PREFIXES:
+            if base.startswith("ال") and prefix.endswith("ل"):
+                forms.setdefault(prefix[:-1] + "ل" + base[1:], len(prefix) - 1)
+            else:
+                forms.setdefault(prefix + base, len(prefix))
+    return forms
