@@ -167,6 +167,24 @@ class Outlet:
                     return False
 
 
+async def until_started(what: str, start: Callable[[], Awaitable[Any]], backoff: Backoff,
+                        stop: asyncio.Event | None = None) -> bool:
+    """Call ``start`` until it returns, waiting out transient failures (a broker or Redis still
+    starting); other errors are raised. False if ``stop`` was set first."""
+    attempt = 0
+    while stop is None or not stop.is_set():
+        try:
+            await start()
+            return True
+        except Exception as exc:
+            if classify(exc) is not Kind.TRANSIENT:
+                raise
+            attempt += 1
+            log.warning(f"{what} failed, retrying", extra={"error": repr(exc)[:500], "attempt": attempt})
+            await backoff.sleep(attempt, stop)
+    return False
+
+
 def _fetched_at(event: events.Event) -> float | None:
     if isinstance(event, events.RawPage | events.Article):
         return event.fetched_at
@@ -207,18 +225,10 @@ class StageRunner:
 
     async def ensure_started(self) -> None:
         """Load models and connect before the first input; transient failures are waited out."""
-        attempt = 0
-        while not self._started:
-            try:
-                await self.stage.start()
-                self._started = True
-            except Exception as exc:
-                if classify(exc) is not Kind.TRANSIENT:
-                    raise
-                attempt += 1
-                log.warning("stage start failed, retrying", extra={"stage": self.name, "error": repr(exc)})
-                await self.backoff.sleep(attempt)
-        log.info("stage started", extra={"stage": self.name})
+        if not self._started:
+            await until_started(f"stage {self.name} start", self.stage.start, self.backoff)
+            self._started = True
+            log.info("stage started", extra={"stage": self.name})
 
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
         """Process one input: returns "ok" or "dead-lettered"."""
@@ -364,19 +374,8 @@ class _Service:
         stop = asyncio.Event()
 
         async def task() -> None:
-            runner_backoff = Backoff(initial=0.5, cap=self.settings.retry_cap_seconds)
-            attempt = 0
-            while True:
-                try:
-                    await stage.start()
-                    break
-                except Exception as exc:
-                    if classify(exc) is not Kind.TRANSIENT:
-                        raise
-                    attempt += 1
-                    log.warning("stage start failed, retrying", extra={"stage": stage.decl.name,
-                                                                       "error": repr(exc)})
-                    await runner_backoff.sleep(attempt)
+            await until_started(f"stage {stage.decl.name} start", stage.start,
+                                Backoff(initial=0.5, cap=self.settings.retry_cap_seconds))
             log.info("stage started", extra={"stage": stage.decl.name})
             try:
                 await stage.run(outlet, stop)
@@ -398,34 +397,15 @@ async def _run_sources(decl: ServiceDecl, stages: Sequence[SourceStage], setting
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    attempt = 0
-    while not stop.is_set():
-        try:
-            await producer.start()
-            break
-        except Exception as exc:
-            if classify(exc) is not Kind.TRANSIENT:
-                raise
-            attempt += 1
-            log.warning("broker not reachable yet, retrying", extra={"error": repr(exc), "attempt": attempt})
-            await backoff.sleep(attempt, stop)
+    await until_started("producer start", producer.start, backoff, stop)
     redis = redis_store.connect(settings.redis_url)
 
     async def send(topic: str, key: bytes | None, value: bytes) -> None:
         await producer.send_and_wait(topic, value, key=key)
 
     async def one(stage: SourceStage) -> None:
-        attempt = 0
-        while not stop.is_set():
-            try:
-                await stage.start()
-                break
-            except Exception as exc:
-                if classify(exc) is not Kind.TRANSIENT:
-                    raise
-                attempt += 1
-                log.warning("stage start failed, retrying", extra={"stage": stage.decl.name, "error": repr(exc)})
-                await backoff.sleep(attempt, stop)
+        if not await until_started(f"stage {stage.decl.name} start", stage.start, backoff, stop):
+            return
         log.info("stage started", extra={"stage": stage.decl.name})
         await stage.run(Outlet(stage.decl, send, redis, settings), stop)
 
