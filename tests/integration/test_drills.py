@@ -90,13 +90,20 @@ class Flow:
                  f"{count} records on {getattr(spec, 'suffix', spec)}")
 
     def finish(self, figures: Figures) -> None:
-        """Wait for every expected output, then a while for late duplicates; count (printed) and check."""
+        """Wait for every expected output, then a while for late duplicates, and count (the figures are
+        printed here when the wait times out; otherwise the caller prints them, then calls ``check``)."""
         try:
             wait_for(flow_complete(self.collector, self.articles), FLOW_TIMEOUT, "every article and alert")
             time.sleep(SETTLE)
-        finally:
+        except AssertionError:
             count_flow(figures, self.collector, self.articles)
             figures.report()
+            raise
+        count_flow(figures, self.collector, self.articles)
+        figures.notes["alive"] = self.pipeline.alive()
+
+    def check(self, figures: Figures) -> None:
+        """Nothing lost, nothing repeated, no service down."""
         dead = [name for name, up in self.pipeline.alive().items() if not up]
         assert not dead, f"services died: {dead}"
         check_flow(figures, self.collector, self.articles)
@@ -130,6 +137,7 @@ def test_kill9_a_service_while_articles_flow(victim: str, broker_port: int, redi
             figures.resume_seconds = resumed
             figures.notes.update(output_records=len(flow.collector.get(output)))
             figures.report()
+            flow.check(figures)
             assert resumed is not None, f"{victim} produced nothing after its restart"
     finally:
         flow.close()
@@ -157,6 +165,7 @@ def test_redis_kill9_and_restart_mid_stream(broker_port: int, redis_server: Redi
             figures.notes["alert_fired_keys"] = len(list(client.scan_iter("nw:alert:fired:*")))
             figures.notes["url_done"] = sum(1 for k in client.scan_iter("nw:url:*") if client.get(k) == b"done")
             figures.report()
+            flow.check(figures)
             assert figures.resume_seconds is not None
     finally:
         flow.close()
@@ -189,6 +198,7 @@ def test_broker_unreachable_for_15_seconds(tmp_path: Path) -> None:
                 spec.suffix: None if (s := flow.collector.first_after(spec, restored)) is None else round(s, 1)
                 for spec in (RAW_PAGES, ARTICLES, LABELLED, TAGGED, ALERTS)}
             figures.report()
+            flow.check(figures)
             assert figures.resume_seconds is not None
     finally:
         flow.close()
