@@ -85,10 +85,14 @@ def redis_binary() -> str:
     return found
 
 
-def start_broker(port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    """tansu with memory storage: fast, and everything it holds is gone when it stops."""
+def start_broker(port: int, log_path: Path, advertised_port: int | None = None) -> subprocess.Popen[bytes]:
+    """tansu with memory storage: fast, and everything it holds is gone when it stops.
+
+    ``advertised_port``: the port clients are told to connect to (a proxy in front of the broker);
+    the broker's own port by default."""
     url = f"tcp://127.0.0.1:{port}"
-    proc = spawn([tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
+    proc = spawn([tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                   "--storage-engine", "memory://tansu/"], log_path)
     wait_port(port, "tansu broker", proc=proc)
     return proc

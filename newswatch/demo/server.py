@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import threading
 import time
+from collections.abc import Sequence
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -150,14 +151,15 @@ def render_feed(site: Site, items: list[tuple[DemoArticle, float]], base_url: st
 class DemoSites:
     """The sites' state: when the server started, and how fast time runs."""
 
-    def __init__(self, pace: float = 1.0) -> None:
+    def __init__(self, pace: float = 1.0, articles: Sequence[DemoArticle] = ARTICLES) -> None:
         self.pace = pace
+        self.articles = tuple(articles)
         self.started = time.time()
 
     def published(self) -> list[tuple[DemoArticle, float]]:
         now = time.time()
         out = []
-        for article in ARTICLES:
+        for article in self.articles:
             at = self.started + article.delay * self.pace
             if at <= now:
                 out.append((article, at))
@@ -183,8 +185,9 @@ class DemoSites:
         return 404, "text/html; charset=utf-8", b"<html><body><h1>404 Not Found</h1></body></html>"
 
 
-def make_server(host: str, port: int, pace: float = 1.0) -> tuple[ThreadingHTTPServer, DemoSites]:
-    sites = DemoSites(pace)
+def make_server(host: str, port: int, pace: float = 1.0,
+                articles: Sequence[DemoArticle] = ARTICLES) -> tuple[ThreadingHTTPServer, DemoSites]:
+    sites = DemoSites(pace, articles)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -204,8 +207,9 @@ def make_server(host: str, port: int, pace: float = 1.0) -> tuple[ThreadingHTTPS
     return server, sites
 
 
-def serve_in_thread(host: str, port: int, pace: float = 1.0) -> tuple[ThreadingHTTPServer, DemoSites]:
-    server, sites = make_server(host, port, pace)
+def serve_in_thread(host: str, port: int, pace: float = 1.0,
+                    articles: Sequence[DemoArticle] = ARTICLES) -> tuple[ThreadingHTTPServer, DemoSites]:
+    server, sites = make_server(host, port, pace, articles)
     threading.Thread(target=server.serve_forever, name="demo-sites", daemon=True).start()
     return server, sites
 
