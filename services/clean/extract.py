@@ -202,13 +202,33 @@ def _with_fallbacks(run: _TrafilaturaRun) -> str:
     return _as_text(body)
 
 
+# readability and jusText walk the whole tree several times: on a page of hundreds of thousands of
+# elements (3 MB of empty <div>s) they take tens of seconds. The largest page of the evaluation set
+# has ~10,000 elements; past this many, the fast text stands.
+FALLBACK_MAX_ELEMENTS = 30_000
+# Past this many elements (ten times the largest page of the evaluation set) a page is refused:
+# trafilatura alone needs ~10 s for 300,000, and clean takes its inputs one at a time.
+MAX_ELEMENTS = 100_000
+
+
+def _element_count(root: HtmlElement, limit: int) -> int:
+    """Elements in the tree, counted up to ``limit + 1`` (the walk stops there)."""
+    count = 0
+    for _ in root.iter():
+        count += 1
+        if count > limit:
+            break
+    return count
+
+
 def main_text(root: HtmlElement) -> str:
     """The article text of a parsed page, paragraphs joined by "\\n" (the tree is pruned in place).
 
     A cascade: trafilatura's own extractor first (fast mode, without its readability and
     jusText fallbacks, which cost a third of its time); the fallbacks run only when that text
     is short or much shorter than the article container that pruning found, the cases where
-    they change the result (docs/choices.md).
+    they change the result (docs/choices.md), and only on trees of at most
+    ``FALLBACK_MAX_ELEMENTS`` elements.
     """
     container = prune_furniture(root)
     head = root.find("head")
@@ -218,7 +238,8 @@ def main_text(root: HtmlElement) -> str:
     text = _as_text(run.body)
     if len(text) < CASCADE_MAX_CHARS:  # else the fast text stands, and the container is not measured
         container_chars = len(" ".join(container.text_content().split())) if container is not None else 0
-        if len(text) < CASCADE_MIN_CHARS or container_chars > CASCADE_CONTAINER_RATIO * len(text):
+        if (len(text) < CASCADE_MIN_CHARS or container_chars > CASCADE_CONTAINER_RATIO * len(text)) \
+                and _element_count(root, FALLBACK_MAX_ELEMENTS) <= FALLBACK_MAX_ELEMENTS:
             text = _with_fallbacks(run)
     text = _postfilter(text)
     lead = missing_lead(root, container, text) if text else ""
@@ -231,6 +252,8 @@ def extract_html(html: str, url: str = "", encoding: str = "") -> ExtractedArtic
         root = parse_html(html)
     except ValueError as exc:
         raise ExtractionError(str(exc)) from exc
+    if _element_count(root, MAX_ELEMENTS) > MAX_ELEMENTS:
+        raise ExtractionError(f"page has over {MAX_ELEMENTS:,} elements; no news page is that large")
     meta = page_metadata(root, url)
     text = main_text(root)
     first, _, rest = text.partition("\n")

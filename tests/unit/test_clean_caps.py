@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import struct
@@ -120,3 +121,34 @@ def test_build_article_cuts_long_text() -> None:
     article = build_article(raw(html), max_text_chars=10_000)
     assert len(article.text) <= 10_000 and article.text.endswith(f"\n{CUT_MARK}")
     assert article.text.split("\n")[-2].endswith(".")
+
+
+def test_a_huge_tree_is_refused_and_big_ones_skip_the_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """3 MB of empty <div>s (286,000 elements) took 40 s in trafilatura and its readability and jusText
+    fallbacks: refused after the parse; a page of 40,000 elements skips the fallbacks."""
+    from services.clean import extract
+
+    calls: list[int] = []
+    real = extract._with_fallbacks
+
+    def counting(run: object) -> str:
+        calls.append(1)
+        return real(run)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(extract, "_with_fallbacks", counting)
+    def no_extraction(root: object) -> None:
+        pytest.fail("the extractor ran on a page it should refuse first")
+
+    monkeypatch.setattr(extract, "_main_extractor", no_extraction)
+    divs = b"<html><body>" + b"<div><div></div></div>" * (3 * 2**20 // 22) + b"</body></html>"
+    with pytest.raises(PoisonInput, match="over 100,000 elements"):
+        build_article(raw(divs))
+    monkeypatch.undo()
+    monkeypatch.setattr(extract, "_with_fallbacks", counting)
+    with pytest.raises(PoisonInput):
+        build_article(raw(b"<html><body>" + b"<div><div></div></div>" * 20_000 + b"</body></html>"))
+    assert calls == []
+    # an ordinary short page still gets them
+    with contextlib.suppress(PoisonInput):
+        build_article(raw(b"<html><body><div><p>Trop court.</p></div></body></html>"))
+    assert calls == [1]
