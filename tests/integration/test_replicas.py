@@ -101,6 +101,9 @@ def test_two_clean_replicas_give_one_story_and_one_alert(broker_port: int, redis
         time.sleep(8)  # room for a wrong second alert to show up
         alerts = read_topic(settings.kafka_bootstrap, ALERTS.name(prefix), lambda v: False, 3)
         fired = Counter(events.decode(events.Alert, v).rule_id for v in alerts)
+        print(f"replicas drill: 50 copies in, {len(by_id)} articles out ({len(articles)} records), "
+              f"{len(stories)} story id(s), alerts {dict(fired)}, consumed per replica "
+              f"{[_consumed(ports[n]) for n in (0, 1)]}")
         assert fired == Counter({"karabakh": 1}), fired
         # Both replicas took part (else the drill proves nothing about replicas).
         consumed = [_consumed(ports[n]) for n in (0, 1)]

@@ -117,6 +117,7 @@ def test_a_restarted_run_on_the_same_folder_alerts_nothing_twice(tmp_path: Path)
     second = Run(tmp_path, sites_port, "--duration", "40")
     assert second.proc.wait(timeout=240) == 0, "\n".join(second.lines[-60:])
     second.reader.join(timeout=5)
+    print(f"restart drill: first run {len(keys)} alerts, second run {second.summary()['alerts']} alerts")
     assert second.summary()["alerts"] == 0 and second.alerts() == []
     # the second run did see the feeds (it polled them), it just had nothing new to do
     fetch_log = (tmp_path / "logs" / "fetch.log").read_text()
@@ -131,6 +132,7 @@ def test_a_broker_killed_mid_stream_is_restarted_and_nothing_is_lost_or_repeated
         killed_at = time.monotonic()
         os.kill(run.pids()["broker"], signal.SIGKILL)
         run.wait_for("broker restarted", timeout=90)
+        print(f"broker drill: broker, topics and services back {time.monotonic() - killed_at:.1f} s after the kill")
         alerts = run.wait_alerts(len(EXPECTED_ALERTS), timeout=240)
         time.sleep(8)  # room for a wrong extra alert to show up
         alerts = run.alerts()
