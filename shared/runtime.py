@@ -28,9 +28,11 @@ redelivered input changes nothing downstream.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -327,6 +329,8 @@ def make_app(service: ServiceDecl, settings: Settings, **overrides: Any) -> faus
         "datadir": os.path.join(tempfile.gettempdir(), f"faust-{settings.topic_prefix}-{service.name}-{os.getpid()}"),
     }
     conf.update(overrides)
+    # one folder per process (replicas on one host must not share it), removed when the process ends
+    atexit.register(shutil.rmtree, conf["datadir"], ignore_errors=True)
     return faust.App(service.group_id(settings.topic_prefix), **conf)
 
 
