@@ -65,7 +65,7 @@ def pipeline(broker_port: int, redis_port: int, tmp_path_factory: pytest.TempPat
         "NEWSWATCH_TOPIC_PREFIX": prefix,
         "NEWSWATCH_SOURCES": str(sources),
         "NEWSWATCH_RULES": str(ROOT / "config/rules.yaml"),
-        "NEWSWATCH_ALLOW_PRIVATE_HOSTS": "true",
+        "NEWSWATCH_ALLOW_HOSTS": f"127.0.0.1:{sites_port}",
         "NEWSWATCH_HOST_DELAY_SECONDS": "0.05",
         "NEWSWATCH_POLL_SECONDS": "1",
         "NEWSWATCH_METRICS_HOST": "127.0.0.1",
