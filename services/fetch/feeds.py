@@ -19,6 +19,7 @@ e.g. ``sources.yaml: $.sources[2].feeds[0]: 'file:///x' is not an http(s) URL``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -147,6 +148,7 @@ def load_sources(path: str | Path) -> list[Source]:
     return parse_sources(doc, path)
 
 
+@functools.lru_cache(maxsize=65536)
 def normalise_url(url: str) -> str:
     """The URL without tracking parameters, fragment, default port or case differences in the host."""
     try:

@@ -52,6 +52,7 @@ ROBOTS_TROUBLE_TTL_SECONDS = 300.0  # a robots.txt answering 429/5xx is asked ag
 ROBOTS_LOCAL_SECONDS = 60.0  # a parsed robots.txt is kept in memory this long before Redis is asked again
 ROBOTS_MAX_BYTES = 500_000  # what RFC 9309 asks crawlers to read at least
 MAX_CRAWL_DELAY = 60.0  # a larger Crawl-delay is read as this
+KEEPALIVE_SECONDS = 30.0  # an idle connection is kept this long (a feed polled every minute or less reuses it)
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -182,18 +183,92 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         await self.inner.sleep(seconds)
 
 
-def pinned_transport(policy: AddressPolicy, max_connections: int = 200) -> httpx.AsyncHTTPTransport:
-    """An httpx transport whose every connection goes through ``PinnedBackend``.
-
-    httpx 0.28 takes no network backend, so the transport's pool is replaced by one that has it
-    (same settings as httpx's own: HTTP/1.1, default TLS context)."""
-    transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=max_connections,
-                                                             max_keepalive_connections=max_connections))
+def _pinned_pool(policy: AddressPolicy, max_connections: int,
+                 ssl_context: Any) -> httpx.AsyncHTTPTransport:
+    # httpx 0.28 takes no network backend: the transport's pool is replaced by one that has it
+    # (same settings as httpx's own: HTTP/1.1, default TLS context).
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context)  # a context given: none built (40 ms each)
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(), max_connections=max_connections,
-        max_keepalive_connections=max_connections, keepalive_expiry=5.0, http1=True, http2=False,
-        network_backend=PinnedBackend(policy))
+        ssl_context=ssl_context, max_connections=max_connections, max_keepalive_connections=max_connections,
+        keepalive_expiry=KEEPALIVE_SECONDS, http1=True, http2=False, network_backend=PinnedBackend(policy))
     return transport
+
+
+class PinnedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport whose every connection goes through ``PinnedBackend``, with one small
+    connection pool per origin: httpcore's pool scans all its connections for every request, which
+    with thousands of hosts in one pool costs more than the requests themselves. At most
+    ``max_origins`` pools are kept; the least recently used idle ones are closed beyond that."""
+
+    def __init__(self, policy: AddressPolicy, per_origin: int = 4, max_origins: int = 2000) -> None:
+        self.policy = policy
+        self.per_origin = per_origin
+        self.max_origins = max_origins
+        self.ssl_context = httpx.create_ssl_context()
+        self.backend = PinnedBackend(policy)
+        self._pools: dict[tuple[bytes, bytes, int | None], httpx.AsyncHTTPTransport] = {}
+        self._busy: dict[tuple[bytes, bytes, int | None], int] = {}
+
+    def _pool(self, key: tuple[bytes, bytes, int | None]) -> httpx.AsyncHTTPTransport:
+        pool = self._pools.pop(key, None)
+        if pool is None:
+            pool = _pinned_pool(self.policy, self.per_origin, self.ssl_context)
+            pool._pool._network_backend = self.backend  # one backend: one record of connections
+        self._pools[key] = pool  # most recently used last
+        return pool
+
+    async def _evict(self) -> None:
+        for key in list(self._pools):
+            if len(self._pools) <= self.max_origins:
+                break
+            if not self._busy.get(key):
+                await self._pools.pop(key).aclose()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        key = (request.url.raw_scheme, request.url.raw_host, request.url.port)
+        pool = self._pool(key)
+        if len(self._pools) > self.max_origins:
+            await self._evict()
+        self._busy[key] = self._busy.get(key, 0) + 1
+        try:
+            response = await pool.handle_async_request(request)
+        except BaseException:
+            self._release(key)
+            raise
+        return httpx.Response(status_code=response.status_code, headers=response.headers,
+                              stream=_Releasing(response.stream, lambda: self._release(key)),
+                              extensions=response.extensions)
+
+    def _release(self, key: tuple[bytes, bytes, int | None]) -> None:
+        left = self._busy.get(key, 1) - 1
+        if left > 0:
+            self._busy[key] = left
+        else:
+            self._busy.pop(key, None)
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()
+        self._pools.clear()
+
+
+class _Releasing(httpx.AsyncByteStream):
+    def __init__(self, stream: Any, release: Callable[[], None]) -> None:
+        self.stream = stream
+        self.release = release
+        self.released = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self.stream.aclose()
+        finally:
+            if not self.released:
+                self.released = True
+                self.release()
 
 
 # --- URLs ------------------------------------------------------------------------------------------
@@ -279,7 +354,8 @@ class HostGate:
         self.redis = redis
         self._sems: dict[str, asyncio.Semaphore] = {}
         self._next: dict[str, float] = {}  # monotonic time of the next start reserved here
-        self._last: dict[str, float] = {}  # monotonic time of the last start here
+        self._last: dict[str, float] = {}  # monotonic time of the last request sent here
+        self._sending: dict[str, asyncio.Lock] = {}  # held from a request's turn until its headers are sent
         self._script: Any = redis.register_script(_RESERVE) if redis is not None else None
 
     async def _reserve_shared(self, host: str, delay: float) -> float:
@@ -290,13 +366,15 @@ class HostGate:
         return int(waited) / 1_000_000
 
     @contextlib.asynccontextmanager
-    async def slot(self, host: str, delay: float | None = None) -> AsyncIterator[None]:
+    async def slot(self, host: str, delay: float | None = None) -> AsyncIterator[Callable[[], None]]:
+        """Wait for the host's turn; yields ``sent``, to call once the request's headers are sent (the
+        next request to the host waits for it, so spacing is counted between requests actually sent)."""
         delay = self.delay if delay is None else max(self.delay, delay)
         sem = self._sems.get(host)
         if sem is None:
             sem = self._sems[host] = asyncio.Semaphore(self.concurrency)
         async with sem:
-            # This process's own spacing (exact, on the monotonic clock) ...
+            # This process's own spacing (on the monotonic clock) ...
             now = time.monotonic()
             start = max(now, self._next.get(host, 0.0))
             self._next[host] = start + delay
@@ -305,21 +383,30 @@ class HostGate:
             wait = max(start - now, shared - (time.monotonic() - now))
             if wait > 0:
                 await asyncio.sleep(wait)
-            # The last start here is checked and set with no await between: exact in this process.
-            for _ in range(100):
-                gap = self._last.get(host, -1e9) + delay - time.monotonic()
-                if gap <= 0:
-                    break
-                await asyncio.sleep(gap)
-            self._last[host] = time.monotonic()
-            self._next[host] = max(self._next[host], self._last[host] + delay)
-            yield
+            sending = self._sending.get(host)
+            if sending is None:
+                sending = self._sending[host] = asyncio.Lock()
+            await sending.acquire()
+            released = False
 
-    def sent(self, host: str) -> None:
-        """The request's headers are leaving now (later than its slot when connecting took a while):
-        the next start here is counted from now."""
-        now = time.monotonic()
-        self._last[host] = max(self._last.get(host, now), now)
+            def sent() -> None:
+                nonlocal released
+                if not released:
+                    released = True
+                    self._last[host] = max(self._last.get(host, 0.0), time.monotonic())
+                    sending.release()
+            try:
+                # The last send here is checked and set with no await between: exact in this process.
+                for _ in range(100):
+                    gap = self._last.get(host, -1e9) + delay - time.monotonic()
+                    if gap <= 0:
+                        break
+                    await asyncio.sleep(gap)
+                self._last[host] = time.monotonic()
+                self._next[host] = max(self._next[host], self._last[host] + delay)
+                yield sent
+            finally:
+                sent()
 
 
 # --- the client ------------------------------------------------------------------------------------
@@ -341,7 +428,7 @@ class PoliteClient:
     def __init__(self, user_agent: str, timeout: float, max_bytes: int, host_delay: float,
                  allow_hosts: str | Iterable[str] = "", *, deadline: float | None = None,
                  host_concurrency: int = 2, redis: aioredis.Redis | None = None,
-                 resolver: Resolver | None = None, max_connections: int = 200) -> None:
+                 resolver: Resolver | None = None, max_connections: int = 2000) -> None:
         self.max_bytes = max_bytes
         self.user_agent = user_agent
         self.deadline = deadline if deadline is not None else timeout * 3
@@ -350,7 +437,7 @@ class PoliteClient:
         self.gate = HostGate(host_delay, host_concurrency, redis)
         self._robots: dict[str, _Robots] = {}
         self._robots_locks: dict[str, asyncio.Lock] = {}
-        self.transport = pinned_transport(self.policy, max_connections)
+        self.transport = PinnedTransport(self.policy, per_origin=host_concurrency + 1, max_origins=max_connections)
         self.client = httpx.AsyncClient(
             headers={"user-agent": user_agent, "accept-encoding": "gzip, deflate"},
             timeout=httpx.Timeout(timeout), follow_redirects=False, transport=self.transport,
@@ -358,9 +445,7 @@ class PoliteClient:
 
     @property
     def backend(self) -> PinnedBackend:
-        backend = self.transport._pool._network_backend
-        assert isinstance(backend, PinnedBackend)
-        return backend
+        return self.transport.backend
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -398,13 +483,11 @@ class PoliteClient:
 
     async def _get_once(self, url: str, headers: dict[str, str], delay: float | None = None) -> Response:
         host, port = check_url(url, self.policy)
-        slot = f"{host}:{port}"
+        async with self.gate.slot(f"{host}:{port}", delay) as sent:
+            async def trace(event: str, info: dict[str, Any]) -> None:
+                if event == "http11.send_request_headers.complete":
+                    sent()
 
-        async def trace(event: str, info: dict[str, Any]) -> None:
-            if event == "http11.send_request_headers.started":
-                self.gate.sent(slot)
-
-        async with self.gate.slot(slot, delay):
             try:
                 async with asyncio.timeout(self.deadline):
                     async with self.client.stream("GET", url, headers=headers,

@@ -133,6 +133,7 @@ class FetchPolicy:
     max_sitemaps_per_poll: int = 100  # per configured sitemap (the index, its children, theirs)
     retry_batch: int = 100  # due page retries taken per wake-up of a source's loop
     start_jitter: float = 2.0  # first polls spread over up to this many seconds
+    due_refresh: float = 60.0  # a source's page retries are looked up in Redis at least this often
     page_concurrency: int = 8  # pages of one source fetched at once (the host gate limits each host)
     adapt_min: float = 0.25  # a feed that changes at every poll is polled down to interval * adapt_min
     adapt_max: float = 4.0  # one that never changes up to interval * adapt_max
@@ -209,7 +210,7 @@ class FetchStage:
         self.policy = policy or FetchPolicy()
         self.url_ttl = settings.url_ttl_days * 86400
         self.replica = uuid.uuid4().hex[:12]
-        self.redis: aioredis.Redis = redis_store.connect(settings.redis_url)
+        self.redis: aioredis.Redis = redis_store.connect(settings.redis_url, max_connections=64)
         self.http = PoliteClient(settings.user_agent, settings.http_timeout, settings.max_page_bytes,
                                  settings.host_delay_seconds, settings.allow_hosts,
                                  deadline=settings.http_deadline, host_concurrency=settings.host_concurrency,
@@ -218,6 +219,9 @@ class FetchStage:
         self._docs: dict[str, _DocBackoff] = {}  # feed/sitemap URL → its backoff (in memory)
         self._last_outcome: dict[str, str] = {}  # feed/sitemap URL → outcome of its last GET
         self._changed: dict[str, bool] = {}  # feed/sitemap URL → whether its last 2xx listed something new
+        self._deferred: dict[str, dict[Any, Any]] = {}  # feed URL → hash fields its poll writes at its end
+        self._intervals: dict[str, float] = {}  # feed URL → its current poll interval (also in Redis)
+        self._due_hint: dict[str, float] = {}  # source id → epoch of its next page retry known here
 
     async def start(self) -> None:
         await self.redis.ping()
@@ -240,21 +244,24 @@ class FetchStage:
         log.warning(f"{kind} poll failed, backing off", extra={
             "source": source.id, kind: url, "error": why, "attempt": state.attempts, "retry_in": round(delay, 3)})
 
-    async def _get_doc(self, source: Source, url: str, kind: str) -> tuple[str, Response | None, Hash]:
+    async def _get_doc(self, source: Source, url: str, kind: str,
+                       cached: Hash | None = None) -> tuple[str, Response | None, Hash]:
         """Conditional GET of a feed or sitemap: (outcome, response when 2xx, the stored cache hash).
 
         outcome: "ok" (2xx; the caller parses and counts), "unchanged" (304), "error", "backoff"."""
-        outcome, response, cached = await self._get_doc_once(source, url, kind)
+        outcome, response, cached = await self._get_doc_once(source, url, kind, cached)
         self._last_outcome[url] = outcome
         return outcome, response, cached
 
-    async def _get_doc_once(self, source: Source, url: str, kind: str) -> tuple[str, Response | None, Hash]:
+    async def _get_doc_once(self, source: Source, url: str, kind: str,
+                            cached: Hash | None) -> tuple[str, Response | None, Hash]:
         state = self._docs.get(url)
         if state is not None and state.not_before > time.time():
             metrics.FEED_POLLS.labels(source.id, "backoff").inc()
             log.debug(f"{kind} backed off", extra={"source": source.id, kind: url})
             return "backoff", None, {}
-        cached: Hash = await self.redis.hgetall(doc_key(url))
+        if cached is None:
+            cached = await self.redis.hgetall(doc_key(url))
         headers = {}
         if _text(cached, "etag"):
             headers["if-none-match"] = _text(cached, "etag")
@@ -286,20 +293,25 @@ class FetchStage:
                         extra={"source": source.id, kind: url, "status": status})
         return "error", None, cached
 
-    async def _remember(self, url: str, response: Response, items: Sequence[Item],
+    async def _remember(self, url: str, response: Response, items: Sequence[Item], cached: Hash,
                         children: list[str] | None = None) -> None:
-        """Keep the validators of a parsed feed/sitemap for the next conditional GET, and whether it changed."""
-        key = doc_key(url)
+        """Keep the validators of a parsed feed/sitemap for the next conditional GET, and whether it changed
+        (written with the poll's other writes when the poll defers them, ``_deferred``)."""
         digest = article_id(" ".join(sorted(i.url for i in items)) + " " + " ".join(children or []))
-        previous = await self.redis.hget(key, "items")
-        if previous is not None:  # the first poll tells nothing about how often it changes
-            self._changed[url] = redis_store.as_str(previous) != digest
-        await self.redis.hset(key, mapping={"etag": response.etag, "last_modified": response.last_modified,
-                                            "children": json.dumps(children or []), "items": digest})
+        previous = _text(cached, "items")
+        if previous:  # the first poll tells nothing about how often it changes
+            self._changed[url] = previous != digest
+        mapping: dict[Any, Any] = {"etag": response.etag, "last_modified": response.last_modified,
+                   "children": json.dumps(children or []), "items": digest}
+        if url in self._deferred:
+            self._deferred[url].update(mapping)
+            return
+        key = doc_key(url)
+        await self.redis.hset(key, mapping=mapping)
         await self.redis.expire(key, self.url_ttl)
 
-    async def _feed_items(self, source: Source, url: str) -> list[Item]:
-        _, response, _ = await self._get_doc(source, url, "feed")
+    async def _feed_items(self, source: Source, url: str, cached: Hash | None = None) -> list[Item]:
+        _, response, cached = await self._get_doc(source, url, "feed", cached)
         if response is None:
             return []
         try:  # a large feed is parsed off the event loop
@@ -315,10 +327,11 @@ class FetchStage:
                                                                          "error": feed.error})
             return []
         metrics.FEED_POLLS.labels(source.id, "ok").inc()
-        await self._remember(url, response, feed.items)
+        await self._remember(url, response, feed.items, cached)
         return feed.items
 
-    async def _sitemap_items(self, source: Source, url: str, depth: int, visited: set[str]) -> list[Item]:
+    async def _sitemap_items(self, source: Source, url: str, depth: int, visited: set[str],
+                             cached: Hash | None = None) -> list[Item]:
         """Items of a sitemap and, for an index, of its children (bounded; see the module docstring)."""
         if url in visited:
             return []
@@ -327,7 +340,7 @@ class FetchStage:
                         extra={"source": source.id, "sitemap": url, "limit": self.policy.max_sitemaps_per_poll})
             return []
         visited.add(url)
-        outcome, response, cached = await self._get_doc(source, url, "sitemap")
+        outcome, response, cached = await self._get_doc(source, url, "sitemap", cached)
         items: list[Item] = []
         if outcome == "unchanged":
             try:
@@ -343,7 +356,7 @@ class FetchStage:
                             extra={"source": source.id, "sitemap": url, "error": str(exc)})
                 return []
             metrics.FEED_POLLS.labels(source.id, "ok").inc()
-            await self._remember(url, response, items, children)
+            await self._remember(url, response, items, cached, children)
         else:
             return []
         children = [c for c in dict.fromkeys(children) if is_http_url(c)]
@@ -397,6 +410,7 @@ class FetchStage:
         await self.redis.expire(key, self.url_ttl)
         await self.redis.zadd(due_key(source.id), {aid: not_before})
         await self.redis.expire(due_key(source.id), self.url_ttl)
+        self._due_hint[source.id] = min(self._due_hint.get(source.id, not_before), not_before)
         metrics.RETRIES.labels(STAGE).inc()
         log.warning("page fetch failed, retrying later", extra={
             "source": source.id, "url": item.url, "id": aid, "error": reason, "attempt": attempts,
@@ -497,7 +511,12 @@ class FetchStage:
 
     async def _fetch_items(self, source: Source, items: Sequence[Item], stop: asyncio.Event | None) -> None:
         """Fetch the items' pages, ``page_concurrency`` at once (the host gate spaces each host)."""
-        unique = list({article_id(i.url): i for i in items}.values())
+        by_id = {article_id(i.url): i for i in items}
+        pipe = self.redis.pipeline(transaction=False)
+        for aid in by_id:
+            pipe.exists(redis_store.url_key(aid))
+        known = await pipe.execute() if by_id else []
+        unique = [item for item, seen in zip(by_id.values(), known, strict=True) if not seen]
         gate = asyncio.Semaphore(self.policy.page_concurrency)
 
         async def one(item: Item) -> None:
@@ -525,28 +544,42 @@ class FetchStage:
 
         The interval adapts: shorter after a poll that found something new, longer after one that
         did not (304 or the same items), within ``adapt_min``..``adapt_max`` times the configured one;
-        it is kept in Redis with the feed, so every replica reads the same."""
+        it is kept in Redis with the feed, so every replica reads the same. Redis round trips: one
+        (lease + the feed's hash) before the GET, one (the feed's hash, the lease's length) after."""
         base, low, high = self._bounds(source)
-        key = doc_key(url)
-        stored = await self.redis.hget(key, "interval")
-        interval = min(high, max(low, float(stored))) if stored else base
-        if not await self.redis.set(lease_key(url), self.replica, nx=True, px=max(1, int(interval * 1000))):
-            ttl = await self.redis.pttl(lease_key(url))
-            return [], max(0.01, (ttl if ttl and ttl > 0 else interval * 1000) / 1000)
+        key, lease = doc_key(url), lease_key(url)
+        interval = min(high, max(low, self._intervals.get(url, base)))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(lease, self.replica, nx=True, px=max(1, int(interval * 1000)))
+        pipe.hgetall(key)
+        leased, cached = await pipe.execute()
+        stored = _text(cached, "interval")
+        if stored:
+            interval = min(high, max(low, float(stored)))
+        if not leased:  # another replica polls it this time
+            return [], interval
         self._changed.pop(url, None)
-        if kind == "feed":
-            items = await self._feed_items(source, url)
-        else:
-            items = await self._sitemap_items(source, url, 0, set())
+        self._deferred[url] = {}
+        try:
+            if kind == "feed":
+                items = await self._feed_items(source, url, cached)
+            else:
+                items = await self._sitemap_items(source, url, 0, set(), cached)
+        finally:
+            mapping = self._deferred.pop(url, {})
         changed = self._changed.get(url)
         if changed is not None:  # a 2xx that was parsed (errors and backoffs keep the interval)
             interval = max(low, interval * self.policy.adapt_faster) if changed \
                 else min(high, interval * self.policy.adapt_slower)
         elif self._last_outcome.get(url) == "unchanged":
             interval = min(high, interval * self.policy.adapt_slower)
-        await self.redis.hset(key, "interval", repr(interval))
-        await self.redis.expire(key, self.url_ttl)
-        await self.redis.pexpire(lease_key(url), max(1, int(interval * 1000)))
+        self._intervals[url] = interval
+        mapping["interval"] = repr(interval)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, self.url_ttl)
+        pipe.pexpire(lease, max(1, int(interval * 1000)))
+        await pipe.execute()
         return items, interval
 
     async def run_source(self, source: Source, stop: asyncio.Event) -> None:
@@ -572,12 +605,15 @@ class FetchStage:
                 if items:
                     metrics.MESSAGES_IN.labels(STAGE).inc(len(items))
                     await self._fetch_items(source, items, stop)
-                await self.retry_due(source, stop)
+                # Page retries: Redis is asked when one is due by what this replica knows (it scheduled
+                # it), and at least every ``due_refresh`` seconds (one another replica scheduled).
+                if self._due_hint.get(source.id, 0.0) <= time.time():
+                    await self.retry_due(source, stop)
+                    due = await self._next_due(source)
+                    refresh = time.time() + self.policy.due_refresh
+                    self._due_hint[source.id] = min(due, refresh) if due is not None else refresh
                 wake = min([*next_doc.values(), next_pages if source.pages else float("inf")])
-                wait = wake - time.monotonic()
-                due = await self._next_due(source)
-                if due is not None:
-                    wait = min(wait, due - time.time())
+                wait = min(wake - time.monotonic(), self._due_hint[source.id] - time.time())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one broken source must not stop the others
