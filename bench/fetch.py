@@ -12,7 +12,8 @@ measured by the server.
   are marked known beforehand, so the polls are what is measured (every item still checked in Redis).
 - Polls per second = feed requests answered by the server during the measured window / its length.
 
-Usage: python bench/fetch.py [--seconds 30] [--hosts 500] [--feeds 5000] [--host-delay 0.5] [--poll 5]
+Usage: python bench/fetch.py [--seconds 20] [--warmup 45] [--hosts 500] [--feeds 5000] [--host-delay 0.5]
+       [--poll 10] [--change-seconds 600]
 """
 
 from __future__ import annotations
@@ -213,13 +214,14 @@ async def run_fetcher(args: argparse.Namespace, port: int, redis_url: str) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=30.0, help="measured window")
-    parser.add_argument("--warmup", type=float, default=12.0, help="seconds before the window (first polls spread)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured window")
+    parser.add_argument("--warmup", type=float, default=45.0,
+                        help="seconds before the window (first polls spread, first GETs all 200)")
     parser.add_argument("--hosts", type=int, default=500)
     parser.add_argument("--feeds", type=int, default=5000)
     parser.add_argument("--host-delay", type=float, default=0.5, help="minimum seconds between two requests to a host")
-    parser.add_argument("--poll", type=float, default=5.0, help="poll interval of every feed")
-    parser.add_argument("--change-seconds", type=float, default=60.0, help="a feed changes this often")
+    parser.add_argument("--poll", type=float, default=10.0, help="poll interval of every feed")
+    parser.add_argument("--change-seconds", type=float, default=600.0, help="a feed changes this often")
     args = parser.parse_args()
 
     cores = sorted(os.sched_getaffinity(0))

@@ -56,7 +56,6 @@ Redis keys of fetch (besides ``nw:url:<id>``):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import json
 import logging
@@ -222,16 +221,43 @@ class FetchStage:
         self._deferred: dict[str, dict[Any, Any]] = {}  # feed URL → hash fields its poll writes at its end
         self._intervals: dict[str, float] = {}  # feed URL → its current poll interval (also in Redis)
         self._due_hint: dict[str, float] = {}  # source id → epoch of its next page retry known here
+        self._sleeping: set[asyncio.Task[Any]] = set()  # source loops between two steps
 
     async def start(self) -> None:
         await self.redis.ping()
 
     async def run(self, outlet: Publisher, stop: asyncio.Event) -> None:
         self.outlet = outlet
+        loops = [asyncio.create_task(self.run_source(s, stop)) for s in self.sources]
+        waker = asyncio.create_task(self._wake_on_stop(stop))
         try:
-            await asyncio.gather(*(self.run_source(s, stop) for s in self.sources))
+            await asyncio.gather(*loops)
         finally:
+            waker.cancel()
             await self.http.aclose()
+
+    async def _wake_on_stop(self, stop: asyncio.Event) -> None:
+        """Cancel the sleep of every source loop once ``stop`` is set (a loop at work finishes its step).
+        One waiter on the event instead of one per loop and wake-up: with thousands of sources, the
+        per-loop ``wait_for(stop.wait())`` cost more than the polls."""
+        await stop.wait()
+        for task in list(self._sleeping):
+            task.cancel()
+
+    async def _sleep(self, seconds: float, stop: asyncio.Event) -> None:
+        """Sleep, or return early once ``stop`` is set."""
+        task = asyncio.current_task()
+        if stop.is_set() or task is None:
+            return
+        self._sleeping.add(task)
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+            task.uncancel()
+        finally:
+            self._sleeping.discard(task)
 
     # --- feeds and sitemaps -------------------------------------------------------------------------
 
@@ -586,8 +612,7 @@ class FetchStage:
         base, _, _ = self._bounds(source)
         docs = [("feed", u) for u in source.feeds] + [("sitemap", u) for u in source.sitemaps]
         # Spread the first polls so that many sources do not all start at once.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=random.uniform(0, min(base, self.policy.start_jitter)))
+        await self._sleep(random.uniform(0, min(base, self.policy.start_jitter)), stop)
         next_doc = dict.fromkeys(docs, 0.0)
         next_pages = 0.0
         while not stop.is_set():
@@ -624,8 +649,7 @@ class FetchStage:
                 else:
                     log.exception("poll failed", extra={"source": source.id})
                 wait = base
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=min(max(0.01, wait), 3600.0))
+            await self._sleep(min(max(0.01, wait), 3600.0), stop)
 
 
 def main() -> None:
