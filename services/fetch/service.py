@@ -51,6 +51,15 @@ Redis keys of fetch (besides ``nw:url:<id>``):
   ``url``, ``title``, ``published``, ``lang`` of a page waiting for a retry; TTL URL TTL.
 - ``nw:fetch:due:<source id>``: sorted set of the source's article ids waiting for a retry, scored
   by ``not_before``; TTL URL TTL, refreshed.
+- ``nw:fetch:lease:<id of the feed/sitemap URL>``: the replica polling it now (``SET NX PX``, for
+  its poll interval): replicas share the sources. The feed's hash also keeps ``interval`` (adaptive)
+  and ``items`` (a digest of what it listed, to tell a change).
+- ``nw:fetch:claim:<article id>``: the fetcher getting that page now (an article listed in several
+  feeds, or seen by two replicas, is fetched once).
+- ``nw:fetch:host:<host:port>`` and ``nw:fetch:robots:<origin>``: see ``politeness``.
+
+A feed or sitemap listed twice (in one source or two, same normalised URL) is polled once, under
+the first source listing it.
 """
 
 from __future__ import annotations
