@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 NW := .venv/bin/newswatch
 
-.PHONY: run test test-unit test-integration bench bench-clean bench-entities lint install install-dev clean
+.PHONY: run test test-unit test-integration bench bench-clean bench-entities bench-fetch lint install install-dev clean
 
 install:
 	@./infra/install.sh
@@ -32,6 +32,11 @@ bench: install-dev
 	$(PY) bench/extraction.py
 	$(PY) bench/near_dups.py
 	$(PY) bench/entities.py
+	$(PY) bench/fetch.py
+
+## bench-fetch: feed polls per second on one core against 5,000 simulated feeds on 500 hosts
+bench-fetch: install-dev
+	$(PY) bench/fetch.py
 
 ## bench-entities: NER scores, tagging throughput and the seeds check
 bench-entities: install-dev

@@ -234,6 +234,27 @@ def alerts_tail(as_json: Annotated[bool, typer.Option("--json", help="One JSON a
 
 
 @app.command()
+def replay(
+    source: Annotated[str | None, typer.Option(help="Source id (default: every source)")] = None,
+    since: Annotated[str | None, typer.Option(help="Fetched at or after: ISO 8601 (UTC) or epoch seconds")] = None,
+    until: Annotated[str | None, typer.Option(help="Fetched before: ISO 8601 (UTC) or epoch seconds")] = None,
+    idle_seconds: Annotated[float, typer.Option(help="Stop reading after this long without a message")] = 3.0,
+) -> None:
+    """Send raw pages from the raw-pages topic through clean and the rest again (nothing alerts twice)."""
+    from newswatch.replay import parse_when
+    from newswatch.replay import replay as run_replay
+    from shared.settings import Settings
+
+    try:
+        start, end = parse_when(since, 0.0), parse_when(until, time.time())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    result = run_replay(Settings.from_env(), source, start, end, idle_seconds=idle_seconds)
+    _emit({"read": result.read, "replayed": result.replayed, "undecodable": result.skipped_undecodable,
+           "source": source, "since": start, "until": end})
+
+
+@app.command()
 def run(
     sources: Annotated[str | None, typer.Option(help="Sources YAML (default: the demo news sites)")] = None,
     rules: Annotated[str, typer.Option(help="Rules YAML")] = "config/rules.yaml",

@@ -53,6 +53,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_block(count: int, tries: int = 50) -> int:
+    """The first of ``count`` consecutive ports that are all free now (for ``--metrics-base-port``)."""
+    for _ in range(tries):
+        base = free_port()
+        if base + count >= 65536:
+            continue
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(base, base + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return base
+    raise LocalError(f"no {count} consecutive free ports found")
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.3):
         return True

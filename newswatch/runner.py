@@ -246,7 +246,7 @@ def run_pipeline(opts: RunOptions) -> int:
             "NEWSWATCH_METRICS_HOST": "127.0.0.1",
         })
         if opts.sources is None:
-            env["NEWSWATCH_ALLOW_PRIVATE_HOSTS"] = "true"  # the demo sites are on 127.0.0.1
+            env["NEWSWATCH_ALLOW_HOSTS"] = f"127.0.0.1:{opts.sites_port}"  # the demo sites, and nothing else local
             env.setdefault("NEWSWATCH_HOST_DELAY_SECONDS", "0.2")
         sup.env = env
         settings = sup.settings = Settings.from_env(env)

@@ -33,6 +33,7 @@ class RawPage(Event, tag="raw_page/1"):
     feed_title: str = ""  # the item's title in the feed
     feed_published: str = ""  # ISO 8601, as the feed gave it
     lang_hint: str = ""  # language the source or feed declares
+    replay: bool = False  # produced again by `newswatch replay` (clean re-extracts it; it is never replayed again)
 
 
 class Article(Event, tag="article/1"):

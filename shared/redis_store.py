@@ -16,9 +16,16 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 
-def connect(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30,
-                                   socket_timeout=10, socket_connect_timeout=5)
+def connect(url: str, max_connections: int | None = None) -> aioredis.Redis:
+    """A client; with ``max_connections``, commands beyond that many at once wait for a connection
+    (a blocking pool) instead of failing: for a process with thousands of concurrent tasks (fetch)."""
+    if max_connections is None:
+        return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30,
+                                       socket_timeout=10, socket_connect_timeout=5)
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30,
+                                                    decode_responses=False, health_check_interval=30,
+                                                    socket_timeout=10, socket_connect_timeout=5)
+    return aioredis.Redis(connection_pool=pool)
 
 
 def as_str(value: object) -> str:

@@ -40,10 +40,15 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("NEWSWATCH_POLL_SECONDS", "60", "fetch: default seconds between two polls of one feed"),
     EnvVar("NEWSWATCH_HOST_DELAY_SECONDS", "1.0", "fetch: minimum seconds between two requests to one host"),
     EnvVar("NEWSWATCH_MAX_PAGE_BYTES", "5000000", "fetch: larger responses are cut off and refused"),
-    EnvVar("NEWSWATCH_HTTP_TIMEOUT", "20", "fetch: seconds before an HTTP request is abandoned"),
-    EnvVar("NEWSWATCH_USER_AGENT", "newswatch/0.1 (+https://example.org/newswatch)", "fetch: User-Agent"),
-    EnvVar("NEWSWATCH_ALLOW_PRIVATE_HOSTS", "false",
-           "fetch: allow feeds on loopback/private addresses (true for the demo and tests)"),
+    EnvVar("NEWSWATCH_HTTP_TIMEOUT", "20", "fetch: connect and read timeout (seconds without a byte)"),
+    EnvVar("NEWSWATCH_USER_AGENT", "newswatch/0.1 (+https://example.org/newswatch; news monitoring)",
+           "fetch: User-Agent (name, version, a page saying who runs it)"),
+    EnvVar("NEWSWATCH_HTTP_DEADLINE", "60",
+           "fetch: seconds a whole request (connect, headers, body) may take, however the server trickles"),
+    EnvVar("NEWSWATCH_HOST_CONCURRENCY", "2", "fetch: requests in flight at once to one host"),
+    EnvVar("NEWSWATCH_ALLOW_HOSTS", "",
+           "fetch: host[:port] list let through although local (demo and tests); every other loopback, "
+           "private, link-local or metadata address is refused"),
     EnvVar("NEWSWATCH_INFLIGHT_TTL_SECONDS", "600",
            "fetch: seconds a published page counts as in flight; not stored downstream by then, it is fetched "
            "again while its feed lists it"),
@@ -95,7 +100,9 @@ class Settings:
     max_page_bytes: int
     http_timeout: float
     user_agent: str
-    allow_private_hosts: bool
+    http_deadline: float
+    host_concurrency: int
+    allow_hosts: str
     inflight_ttl_seconds: float
     url_ttl_days: int
     dedup_ttl_days: int

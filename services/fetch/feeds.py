@@ -4,7 +4,7 @@ The sources file (``NEWSWATCH_SOURCES``) is YAML, decoded into typed structs (``
 
     sources:
       - id: lecourrier            # stable id (required), carried by every article of this source
-        feeds: [https://example.org/rss.xml]     # RSS or Atom
+        feeds: [https://example.org/rss.xml]     # RSS 0.9x/1.0/2.0, Atom or JSON Feed
         sitemaps: [https://example.org/news-sitemap.xml]   # a sitemap or a sitemap index
         pages: [https://example.org/live]        # polled as they are (article = the page)
         lang: fr                  # optional hint for langdetect
@@ -19,16 +19,20 @@ e.g. ``sources.yaml: $.sources[2].feeds[0]: 'file:///x' is not an http(s) URL``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
-from xml.etree import ElementTree
+from xml.etree.ElementTree import ParseError
 
 import courlan
+import defusedxml.ElementTree as SafeElementTree
 import feedparser
 import msgspec
+from defusedxml import DefusedXmlException
 
 from shared.config import ConfigError, convert, read_yaml
 
@@ -144,6 +148,7 @@ def load_sources(path: str | Path) -> list[Source]:
     return parse_sources(doc, path)
 
 
+@functools.lru_cache(maxsize=65536)
 def normalise_url(url: str) -> str:
     """The URL without tracking parameters, fragment, default port or case differences in the host."""
     try:
@@ -157,12 +162,53 @@ def article_id(url: str) -> str:
     return hashlib.sha1(normalise_url(url).encode("utf-8")).hexdigest()[:20]
 
 
+def has_entity_declarations(body: bytes) -> bool:
+    """True when an XML body declares entities (a DTD with ``<!ENTITY``): the billion-laughs door.
+
+    feedparser's strict parser (expat) stops at the first expansion past its amplification limit
+    and its loose fallback does not expand them; fetch refuses such a feed outright all the same."""
+    return b"<!ENTITY" in body or b"<!entity" in body
+
+
+def parse_json_feed(body: bytes) -> FeedResult:
+    """Items of a JSON Feed (jsonfeed.org, version 1 and 1.1)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        return FeedResult(error=f"not a JSON Feed: {exc}"[:300])
+    if not isinstance(doc, dict) or not str(doc.get("version", "")).startswith("https://jsonfeed.org/version/"):
+        return FeedResult(error="not a JSON Feed: no jsonfeed.org version")
+    feed_lang = str(doc.get("language") or "").split("-")[0].lower()
+    result = FeedResult(title=str(doc.get("title") or ""), lang=feed_lang)
+    entries = doc.get("items")
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        link = entry.get("url") or entry.get("external_url") or ""
+        if not isinstance(link, str) or not link.startswith(("http://", "https://")):
+            continue
+        lang = str(entry.get("language") or "").split("-")[0].lower() or feed_lang
+        result.items.append(Item(url=link, title=str(entry.get("title") or ""),
+                                 published=str(entry.get("date_published") or entry.get("date_modified") or ""),
+                                 lang=lang))
+    return result
+
+
 def parse_feed(body: bytes, base_url: str = "") -> FeedResult:
-    """Items of an RSS or Atom feed (feedparser copes with broken XML; it reports, we don't raise)."""
-    parsed = feedparser.parse(body, response_headers={"content-location": base_url} if base_url else None)
+    """Items of an RSS (0.9x, 1.0, 2.0), Atom or JSON feed; reports a broken one in ``error``, never raises."""
+    if body.lstrip()[:1] == b"{":
+        return parse_json_feed(body)
+    if has_entity_declarations(body):
+        return FeedResult(error="refused: the XML declares entities (entity expansion is not allowed)")
+    try:
+        parsed = feedparser.parse(body, response_headers={"content-location": base_url} if base_url else None)
+    except Exception as exc:  # feedparser is lenient; whatever it still raises is a broken feed
+        return FeedResult(error=f"not an RSS or Atom feed: {exc!r}"[:300])
     feed_lang = (parsed.feed.get("language") or "").split("-")[0].lower()
     result = FeedResult(title=parsed.feed.get("title", ""), lang=feed_lang)
-    if parsed.get("bozo") and not parsed.entries and not parsed.get("version"):
+    problem = parsed.get("bozo_exception")
+    benign = isinstance(problem, feedparser.CharacterEncodingOverride | feedparser.NonXMLContentType)
+    if parsed.get("bozo") and not parsed.entries and not (benign and parsed.get("version")):
         result.error = f"not an RSS or Atom feed: {parsed.get('bozo_exception')!r}"[:300]
     for entry in parsed.entries:
         link = entry.get("link") or ""
@@ -178,11 +224,15 @@ _NEWS = "{http://www.google.com/schemas/sitemap-news/0.9}"
 
 
 def parse_sitemap(body: bytes) -> tuple[list[Item], list[str]]:
-    """(article items, nested sitemap URLs) of a sitemap or sitemap index (news extension read)."""
+    """(article items, nested sitemap URLs) of a sitemap or sitemap index (news extension read).
+
+    Parsed with defusedxml: a DTD declaring entities (billion laughs) or external references is refused."""
     try:
-        root = ElementTree.fromstring(body)
-    except ElementTree.ParseError as exc:
+        root = SafeElementTree.fromstring(body)
+    except ParseError as exc:
         raise SitemapError(f"sitemap is not XML: {exc}") from exc
+    except DefusedXmlException as exc:
+        raise SitemapError(f"sitemap refused: {type(exc).__name__} (entity expansion is not allowed)") from exc
     items: list[Item] = []
     nested: list[str] = []
     for node in root.iter(f"{_SM}sitemap"):

@@ -1,26 +1,60 @@
-"""Fetching politely and safely: one request at a time per host with a minimum gap, robots.txt
-obeyed, size and time limits, redirects followed by hand so that every hop is checked, and no
-requests to loopback or private addresses unless the operator allows them (SSRF guard).
+"""Fetching politely and safely.
+
+Safety (SSRF, hostile servers):
+
+- every connection httpx opens goes through ``PinnedBackend``: the host is resolved once, every
+  address it resolves to is checked, and the connection is made to that very address (no second
+  look-up, so no DNS rebinding); TLS keeps the host name for SNI and the Host header stays the URL's.
+  This holds for every redirect hop, which is followed by hand (at most ``MAX_REDIRECTS``);
+- loopback, private, link-local (169.254.169.254, the cloud metadata address), multicast, reserved
+  and unspecified addresses are refused, in any spelling (IPv4-mapped IPv6 included), unless the
+  host[:port] is named in ``NEWSWATCH_ALLOW_HOSTS`` (demos and tests);
+- an overall deadline per request (connect, headers and the whole body; a server trickling a byte
+  every second ends there), besides httpx's connect/read timeouts; the host's slot is released
+  however the request ends;
+- a Content-Type check (text, XML, JSON, or none), the body capped at ``max_bytes`` both as sent and
+  after gzip/deflate decoding (decoded by hand, ``max_length`` bounded: a gzip bomb never expands
+  past the cap in memory), a Content-Length over the cap refused before reading.
+
+Politeness: robots.txt checked on the normalised URL (dot segments removed: the URL fetched is the
+URL checked), cached in Redis (``nw:fetch:robots:<origin>``, 1 h; 5 min when it answered 429/5xx,
+meanwhile everything on the origin waits), its Crawl-delay honoured (up to ``MAX_CRAWL_DELAY``);
+per host at most ``host_concurrency`` requests at once and at least the host delay between two
+request starts, held across replicas by a Redis reservation (``nw:fetch:host:<host>``, atomic in Lua).
 
 A ``FetchError`` is ``permanent`` when retrying cannot help (robots.txt disallows, size cap,
-non-public address, too many redirects); a network error, a timeout and a robots.txt answering
-429/5xx (all disallowed meanwhile, asked again after 5 minutes) are not."""
+refused address or content type, too many redirects); a network error, a timeout, the deadline
+and a robots.txt answering 429/5xx are not."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import posixpath
+import re
 import socket
 import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
 from urllib.robotparser import RobotFileParser
 
+import httpcore
 import httpx
+import redis.asyncio as aioredis
 
 MAX_REDIRECTS = 5
 ROBOTS_TTL_SECONDS = 3600.0
 ROBOTS_TROUBLE_TTL_SECONDS = 300.0  # a robots.txt answering 429/5xx is asked again this soon
+ROBOTS_LOCAL_SECONDS = 60.0  # a parsed robots.txt is kept in memory this long before Redis is asked again
+ROBOTS_MAX_BYTES = 500_000  # what RFC 9309 asks crawlers to read at least
+MAX_CRAWL_DELAY = 60.0  # a larger Crawl-delay is read as this
+KEEPALIVE_SECONDS = 30.0  # an idle connection is kept this long (a feed polled every minute or less reuses it)
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
 class FetchError(RuntimeError):
@@ -29,6 +63,13 @@ class FetchError(RuntimeError):
     def __init__(self, message: str, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class RefusedAddress(FetchError):
+    """A host that resolves to an address fetch must not reach."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
 
 
 @dataclass
@@ -43,7 +84,213 @@ class Response:
     retry_after: str = ""  # the Retry-After header, as sent (read with shared.retry.parse_retry_after)
 
 
-async def check_url_safe(url: str, allow_private: bool) -> None:
+# --- addresses -------------------------------------------------------------------------------------
+
+def parse_allow_hosts(value: str | Iterable[str]) -> frozenset[tuple[str, int | None]]:
+    """``"localhost:8808, 127.0.0.1:9000, demo.test"`` → {(host, port or None)}; IPv6 as ``[::1]:80``."""
+    entries = value.split(",") if isinstance(value, str) else list(value)
+    out: set[tuple[str, int | None]] = set()
+    for raw in entries:
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        parts = urlsplit("//" + entry)
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"NEWSWATCH_ALLOW_HOSTS: bad port in {raw.strip()!r}") from exc
+        if not parts.hostname:
+            raise ValueError(f"NEWSWATCH_ALLOW_HOSTS: no host in {raw.strip()!r}")
+        out.add((parts.hostname, port))
+    return frozenset(out)
+
+
+def is_public(address: str) -> bool:
+    """True for an address on the public internet (IPv4-mapped and 6to4/Teredo forms judged by their IPv4)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None and not is_public(str(embedded)):
+            return False
+    return bool(ip.is_global) and not ip.is_multicast
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise FetchError(f"cannot resolve {host}: {exc}") from exc
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class AddressPolicy:
+    """Which (host, port) fetch may connect to, and at which address."""
+
+    def __init__(self, allow_hosts: str | Iterable[str] = "", resolver: Resolver | None = None) -> None:
+        self.allow = parse_allow_hosts(allow_hosts)
+        self.resolver = resolver or system_resolver
+
+    def allowed_by_name(self, host: str, port: int) -> bool:
+        host = host.lower().strip("[]")
+        return (host, port) in self.allow or (host, None) in self.allow
+
+    def check_literal(self, host: str, port: int, url: str) -> None:
+        """Refuse at once a URL whose host is an address fetch must not reach (no look-up, no connection)."""
+        host = host.strip("[]")
+        try:
+            ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return  # a name: checked when the connection is made
+        if not self.allowed_by_name(host, port) and not is_public(host):
+            raise RefusedAddress(f"refused {url}: {host} is not a public address")
+
+    async def pick(self, host: str, port: int) -> str:
+        """The address to connect to: resolved once, every address checked; raises RefusedAddress."""
+        addresses = await self.resolver(host.strip("[]"), port)
+        if not addresses:
+            raise FetchError(f"cannot resolve {host}: no address")
+        if not self.allowed_by_name(host, port):
+            for address in addresses:
+                if not is_public(address):
+                    raise RefusedAddress(f"refused {host}:{port}: it resolves to non-public address {address}")
+        return addresses[0]
+
+
+class PinnedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, connecting only to the address ``AddressPolicy.pick`` checked."""
+
+    def __init__(self, policy: AddressPolicy, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+        self.policy = policy
+        self.inner = inner or httpcore.AnyIOBackend()
+        self.connected: list[tuple[str, int]] = []  # (address, port) of every connection opened (tests read it)
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        address = await self.policy.pick(host, port)
+        self.connected.append((address, port))
+        return await self.inner.connect_tcp(address, port, timeout=timeout, local_address=local_address,
+                                            socket_options=socket_options)
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        raise RefusedAddress(f"refused unix socket {path}")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+def _pinned_pool(policy: AddressPolicy, max_connections: int,
+                 ssl_context: Any) -> httpx.AsyncHTTPTransport:
+    # httpx 0.28 takes no network backend: the transport's pool is replaced by one that has it
+    # (same settings as httpx's own: HTTP/1.1, default TLS context).
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context)  # a context given: none built (40 ms each)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context, max_connections=max_connections, max_keepalive_connections=max_connections,
+        keepalive_expiry=KEEPALIVE_SECONDS, http1=True, http2=False, network_backend=PinnedBackend(policy))
+    return transport
+
+
+class PinnedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport whose every connection goes through ``PinnedBackend``, with one small
+    connection pool per origin: httpcore's pool scans all its connections for every request, which
+    with thousands of hosts in one pool costs more than the requests themselves. At most
+    ``max_origins`` pools are kept; the least recently used idle ones are closed beyond that."""
+
+    def __init__(self, policy: AddressPolicy, per_origin: int = 4, max_origins: int = 2000) -> None:
+        self.policy = policy
+        self.per_origin = per_origin
+        self.max_origins = max_origins
+        self.ssl_context = httpx.create_ssl_context()
+        self.backend = PinnedBackend(policy)
+        self._pools: dict[tuple[bytes, bytes, int | None], httpx.AsyncHTTPTransport] = {}
+        self._busy: dict[tuple[bytes, bytes, int | None], int] = {}
+
+    def _pool(self, key: tuple[bytes, bytes, int | None]) -> httpx.AsyncHTTPTransport:
+        pool = self._pools.pop(key, None)
+        if pool is None:
+            pool = _pinned_pool(self.policy, self.per_origin, self.ssl_context)
+            pool._pool._network_backend = self.backend  # one backend: one record of connections
+        self._pools[key] = pool  # most recently used last
+        return pool
+
+    async def _evict(self) -> None:
+        for key in list(self._pools):
+            if len(self._pools) <= self.max_origins:
+                break
+            if not self._busy.get(key):
+                await self._pools.pop(key).aclose()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        key = (request.url.raw_scheme, request.url.raw_host, request.url.port)
+        pool = self._pool(key)
+        if len(self._pools) > self.max_origins:
+            await self._evict()
+        self._busy[key] = self._busy.get(key, 0) + 1
+        try:
+            response = await pool.handle_async_request(request)
+        except BaseException:
+            self._release(key)
+            raise
+        return httpx.Response(status_code=response.status_code, headers=response.headers,
+                              stream=_Releasing(response.stream, lambda: self._release(key)),
+                              extensions=response.extensions)
+
+    def _release(self, key: tuple[bytes, bytes, int | None]) -> None:
+        left = self._busy.get(key, 1) - 1
+        if left > 0:
+            self._busy[key] = left
+        else:
+            self._busy.pop(key, None)
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()
+        self._pools.clear()
+
+
+class _Releasing(httpx.AsyncByteStream):
+    def __init__(self, stream: Any, release: Callable[[], None]) -> None:
+        self.stream = stream
+        self.release = release
+        self.released = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self.stream.aclose()
+        finally:
+            if not self.released:
+                self.released = True
+                self.release()
+
+
+# --- URLs ------------------------------------------------------------------------------------------
+
+_ENCODED_DOT = re.compile("%2e", re.IGNORECASE)
+
+
+def normalise_path(url: str) -> str:
+    """The URL with ``.``/``..`` segments resolved (RFC 3986 5.2.4), the form the request goes out in."""
+    parts = urlsplit(url)
+    path = _ENCODED_DOT.sub(".", parts.path or "/")  # %2e is a dot (RFC 3986 6.2.2.2)
+    if "." in path:
+        trailing = path.endswith(("/", "/.", "/.."))
+        path = posixpath.normpath(path)
+        path = "/" + path.lstrip("/")
+        if trailing and path != "/":
+            path += "/"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def check_url(url: str, policy: AddressPolicy) -> tuple[str, int]:
+    """(host, port) of an http(s) URL fetch may ask for; raises FetchError (permanent)."""
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"}:
         raise FetchError(f"refused scheme {parts.scheme!r} in {url}", permanent=True)
@@ -52,126 +299,312 @@ async def check_url_safe(url: str, allow_private: bool) -> None:
     host = parts.hostname
     if not host:
         raise FetchError(f"no host in URL {url}", permanent=True)
-    if allow_private:
-        return
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 80, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise FetchError(f"cannot resolve {host}: {exc}") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise FetchError(f"refused {url}: {host} resolves to non-public address {address}", permanent=True)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise FetchError(f"bad port in {url}", permanent=True) from exc
+    policy.check_literal(host, port, url)
+    return host, port
+
+
+async def check_url_safe(url: str, policy: AddressPolicy) -> None:
+    """The whole check, look-up included (the client does it on the connection itself)."""
+    host, port = check_url(url, policy)
+    await policy.pick(host, port)
+
+
+_ACCEPTED_TYPES = re.compile(r"^(text/[\w.+-]+|[\w.+-]+/([\w.+-]+\+)?(xml|json)|application/(rss|atom|rdf)[\w.+-]*)$")
+
+
+def acceptable_type(content_type: str) -> bool:
+    """Text, XML or JSON (or no Content-Type at all): what a feed, sitemap, robots.txt or page can be."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return not kind or bool(_ACCEPTED_TYPES.match(kind))
+
+
+# --- per-host slots --------------------------------------------------------------------------------
+
+# Reserve the next start time of a request to a host: slot = max(now, next); next = slot + delay.
+# Returns the microseconds to wait. Redis's clock is the one clock all replicas share.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
+local slot = math.max(now, nxt)
+local delay = tonumber(ARGV[1])
+redis.call('SET', KEYS[1], string.format('%d', slot + delay), 'PX', math.floor((slot - now + delay) / 1000) + 1000)
+return slot - now
+"""
+
+
+SHARED_MARGIN = 0.03  # seconds added to the delay between two replicas' requests to one host
+
+
+def host_key(host: str) -> str:
+    return f"nw:fetch:host:{host}"
 
 
 class HostGate:
-    """At most one request in flight per host, and at least ``delay`` seconds between two."""
+    """Per host: at most ``concurrency`` requests at once, and at least ``delay`` seconds between two
+    request starts, in this process and, with Redis, across replicas."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, concurrency: int = 2, redis: aioredis.Redis | None = None) -> None:
         self.delay = delay
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._last: dict[str, float] = {}
+        self.concurrency = max(1, concurrency)
+        self.redis = redis
+        self._sems: dict[str, asyncio.Semaphore] = {}
+        self._next: dict[str, float] = {}  # monotonic time of the next start reserved here
+        self._last: dict[str, float] = {}  # monotonic time of the last request sent here
+        self._sending: dict[str, asyncio.Lock] = {}  # held from a request's turn until its headers are sent
+        self._script: Any = redis.register_script(_RESERVE) if redis is not None else None
 
-    async def wait(self, host: str) -> asyncio.Lock:
-        lock = self._locks.setdefault(host, asyncio.Lock())
-        await lock.acquire()
-        gap = self._last.get(host, 0.0) + self.delay - time.monotonic()
-        if gap > 0:
-            await asyncio.sleep(gap)
-        return lock
+    async def _reserve_shared(self, host: str, delay: float) -> float:
+        if self._script is None or delay <= 0:
+            return 0.0
+        spaced = delay + SHARED_MARGIN  # covers a replica's time from its slot to its request leaving
+        waited = await self._script(keys=[host_key(host)], args=[int(spaced * 1_000_000)])
+        return int(waited) / 1_000_000
 
-    def done(self, host: str, lock: asyncio.Lock) -> None:
-        self._last[host] = time.monotonic()
-        lock.release()
+    @contextlib.asynccontextmanager
+    async def slot(self, host: str, delay: float | None = None) -> AsyncIterator[Callable[[], None]]:
+        """Wait for the host's turn; yields ``sent``, to call once the request's headers are sent (the
+        next request to the host waits for it, so spacing is counted between requests actually sent)."""
+        delay = self.delay if delay is None else max(self.delay, delay)
+        sem = self._sems.get(host)
+        if sem is None:
+            sem = self._sems[host] = asyncio.Semaphore(self.concurrency)
+        async with sem:
+            # This process's own spacing (on the monotonic clock) ...
+            now = time.monotonic()
+            start = max(now, self._next.get(host, 0.0))
+            self._next[host] = start + delay
+            # ... and the replicas' (Redis), whichever is later.
+            shared = await self._reserve_shared(host, delay)
+            wait = max(start - now, shared - (time.monotonic() - now))
+            if wait > 0:
+                await asyncio.sleep(wait)
+            sending = self._sending.get(host)
+            if sending is None:
+                sending = self._sending[host] = asyncio.Lock()
+            await sending.acquire()
+            released = False
+
+            def sent() -> None:
+                nonlocal released
+                if not released:
+                    released = True
+                    self._last[host] = max(self._last.get(host, 0.0), time.monotonic())
+                    sending.release()
+            try:
+                # The last send here is checked and set with no await between: exact in this process.
+                for _ in range(100):
+                    gap = self._last.get(host, -1e9) + delay - time.monotonic()
+                    if gap <= 0:
+                        break
+                    await asyncio.sleep(gap)
+                self._last[host] = time.monotonic()
+                self._next[host] = max(self._next[host], self._last[host] + delay)
+                yield sent
+            finally:
+                sent()
+
+
+# --- the client ------------------------------------------------------------------------------------
+
+@dataclass
+class _Robots:
+    at: float  # monotonic time it was read
+    parser: RobotFileParser | None  # None: everything allowed
+    trouble: bool = False  # the robots.txt answered 429/5xx: everything waits
+
+
+def robots_key(origin: str) -> str:
+    return f"nw:fetch:robots:{origin}"
 
 
 class PoliteClient:
     """httpx with the rules above. One per process; safe to share between tasks."""
 
     def __init__(self, user_agent: str, timeout: float, max_bytes: int, host_delay: float,
-                 allow_private: bool, transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 allow_hosts: str | Iterable[str] = "", *, deadline: float | None = None,
+                 host_concurrency: int = 2, redis: aioredis.Redis | None = None,
+                 resolver: Resolver | None = None, max_connections: int = 2000) -> None:
         self.max_bytes = max_bytes
-        self.allow_private = allow_private
         self.user_agent = user_agent
-        self.gate = HostGate(host_delay)
-        self._robots: dict[str, tuple[float, RobotFileParser | None]] = {}
-        self._robots_trouble: set[str] = set()  # origins whose robots.txt answered 429/5xx (all disallowed)
+        self.deadline = deadline if deadline is not None else timeout * 3
+        self.policy = AddressPolicy(allow_hosts, resolver)
+        self.redis = redis
+        self.gate = HostGate(host_delay, host_concurrency, redis)
+        self._robots: dict[str, _Robots] = {}
+        self._robots_locks: dict[str, asyncio.Lock] = {}
+        self.transport = PinnedTransport(self.policy, per_origin=host_concurrency + 1, max_origins=max_connections)
         self.client = httpx.AsyncClient(
             headers={"user-agent": user_agent, "accept-encoding": "gzip, deflate"},
-            timeout=httpx.Timeout(timeout), follow_redirects=False, transport=transport,
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+            timeout=httpx.Timeout(timeout), follow_redirects=False, transport=self.transport,
         )
+
+    @property
+    def backend(self) -> PinnedBackend:
+        return self.transport.backend
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def _get_once(self, url: str, headers: dict[str, str]) -> Response:
-        host = urlsplit(url).netloc
-        lock = await self.gate.wait(host)
-        try:
-            async with self.client.stream("GET", url, headers=headers) as response:
-                declared = int(response.headers.get("content-length") or 0)
-                if declared > self.max_bytes:
-                    raise FetchError(f"{url}: {declared} bytes is over the {self.max_bytes} limit", True)
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise FetchError(f"{url}: body over the {self.max_bytes}-byte limit", permanent=True)
-                    chunks.append(chunk)
-                return Response(url=str(response.url), status=response.status_code,
-                                content_type=response.headers.get("content-type", ""), body=b"".join(chunks),
-                                etag=response.headers.get("etag", ""),
-                                last_modified=response.headers.get("last-modified", ""),
-                                location=response.headers.get("location", ""),
-                                retry_after=response.headers.get("retry-after", ""))
-        except httpx.HTTPError as exc:
-            raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from exc
-        finally:
-            self.gate.done(host, lock)
+    async def _read(self, url: str, response: httpx.Response) -> bytes:
+        """The body, decoded (gzip/deflate) by hand with every step capped at ``max_bytes``."""
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        decoder: Any = None
+        if encoding in {"gzip", "x-gzip", "deflate"}:
+            decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
+        elif encoding not in {"", "identity"}:
+            raise FetchError(f"{url}: unsupported content encoding {encoding!r}", permanent=True)
+        chunks: list[bytes] = []
+        size = raw_size = 0
+        async for raw in response.aiter_raw():
+            raw_size += len(raw)
+            if raw_size > self.max_bytes:
+                raise FetchError(f"{url}: body over the {self.max_bytes}-byte limit", permanent=True)
+            data = raw
+            while data:
+                if decoder is None:
+                    out, data = data, b""
+                else:
+                    try:
+                        out = decoder.decompress(data, self.max_bytes - size + 1)
+                    except zlib.error as exc:
+                        raise FetchError(f"{url}: broken {encoding} body: {exc}", permanent=True) from exc
+                    data = decoder.unconsumed_tail
+                size += len(out)
+                if size > self.max_bytes:
+                    raise FetchError(f"{url}: body over the {self.max_bytes}-byte limit after {encoding} "
+                                     "decoding", permanent=True)
+                chunks.append(out)
+        return b"".join(chunks)
+
+    async def _get_once(self, url: str, headers: dict[str, str], delay: float | None = None) -> Response:
+        host, port = check_url(url, self.policy)
+        async with self.gate.slot(f"{host}:{port}", delay) as sent:
+            async def trace(event: str, info: dict[str, Any]) -> None:
+                if event == "http11.send_request_headers.complete":
+                    sent()
+
+            try:
+                async with asyncio.timeout(self.deadline):
+                    async with self.client.stream("GET", url, headers=headers,
+                                                  extensions={"trace": trace}) as response:
+                        if 300 <= response.status_code < 400 or response.status_code in {204, 304}:
+                            body = b""
+                        else:
+                            declared = response.headers.get("content-length") or "0"
+                            if declared.isdigit() and int(declared) > self.max_bytes:
+                                raise FetchError(f"{url}: {declared} bytes is over the {self.max_bytes} limit", True)
+                            content_type = response.headers.get("content-type", "")
+                            if 200 <= response.status_code < 300 and not acceptable_type(content_type):
+                                raise FetchError(f"{url}: refused content type {content_type!r}", permanent=True)
+                            body = await self._read(url, response)
+                        return Response(url=url, status=response.status_code,
+                                        content_type=response.headers.get("content-type", ""), body=body,
+                                        etag=response.headers.get("etag", ""),
+                                        last_modified=response.headers.get("last-modified", ""),
+                                        location=response.headers.get("location", ""),
+                                        retry_after=response.headers.get("retry-after", ""))
+            except TimeoutError as exc:
+                raise FetchError(f"{url}: no complete answer within the {self.deadline:g} s deadline") from exc
+            except httpx.HTTPError as exc:
+                raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from exc
 
     async def get(self, url: str, headers: dict[str, str] | None = None, check_robots: bool = True) -> Response:
-        """GET with every redirect hop checked; raises FetchError."""
-        current = url
+        """GET with every redirect hop checked (address, robots.txt); raises FetchError."""
+        current = normalise_path(url)
+        seen: set[str] = set()
         for _ in range(MAX_REDIRECTS + 1):
-            await check_url_safe(current, self.allow_private)
-            if check_robots and not await self.allowed(current):
-                parts = urlsplit(current)
-                if f"{parts.scheme}://{parts.netloc}" in self._robots_trouble:  # passes by itself: retry later
-                    raise FetchError(f"{current}: robots.txt unavailable (HTTP 429/5xx), not fetched for now")
-                raise FetchError(f"{current}: disallowed by robots.txt", permanent=True)
-            response = await self._get_once(current, headers or {})
+            check_url(current, self.policy)
+            delay = None
+            if check_robots:
+                robots = await self._robots_for(current)
+                if robots.parser is not None and not robots.parser.can_fetch(self.user_agent, current):
+                    if robots.trouble:  # passes by itself: retry later
+                        raise FetchError(f"{current}: robots.txt unavailable (HTTP 429/5xx), not fetched for now")
+                    raise FetchError(f"{current}: disallowed by robots.txt", permanent=True)
+                delay = _crawl_delay(robots, self.user_agent)
+            response = await self._get_once(current, headers or {}, delay)
             if response.status in {301, 302, 303, 307, 308}:
                 if not response.location:
                     raise FetchError(f"{current}: redirect without a location", permanent=True)
-                current = urljoin(current, response.location)
+                seen.add(current)
+                current = normalise_path(urljoin(current, response.location.strip()))
+                if current in seen:
+                    raise FetchError(f"{url}: redirect loop at {current}", permanent=True)
                 continue
             return response
         raise FetchError(f"{url}: more than {MAX_REDIRECTS} redirects", permanent=True)
 
     async def allowed(self, url: str) -> bool:
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
+        url = normalise_path(url)
+        robots = await self._robots_for(url)
+        return robots.parser is None or robots.parser.can_fetch(self.user_agent, url)
+
+    def _fresh_robots(self, origin: str) -> _Robots | None:
         cached = self._robots.get(origin)
-        ttl = ROBOTS_TROUBLE_TTL_SECONDS if origin in self._robots_trouble else ROBOTS_TTL_SECONDS
-        if cached is None or time.monotonic() - cached[0] > ttl:
-            self._robots_trouble.discard(origin)
-            parser: RobotFileParser | None
-            try:
-                response = await self._get_once(origin + "/robots.txt", {})
-                if response.status >= 500 or response.status == 429:
-                    self._robots_trouble.add(origin)
-                    parser = RobotFileParser()
-                    parser.parse(["User-agent: *", "Disallow: /"])  # server trouble: stay away for now
-                elif response.status >= 400:
-                    parser = None  # no robots.txt: everything is allowed
-                else:
-                    parser = RobotFileParser()
-                    parser.parse(response.body.decode("utf-8", "replace").splitlines())
-            except FetchError:
-                parser = None
-            cached = (time.monotonic(), parser)
-            self._robots[origin] = cached
-        parser = cached[1]
-        return parser is None or parser.can_fetch(self.user_agent, url)
+        if cached is not None and time.monotonic() - cached.at < min(
+                ROBOTS_LOCAL_SECONDS, ROBOTS_TROUBLE_TTL_SECONDS if cached.trouble else ROBOTS_TTL_SECONDS):
+            return cached
+        return None
+
+    async def _robots_for(self, url: str) -> _Robots:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc.lower()}"
+        cached = self._fresh_robots(origin)
+        if cached is not None:
+            return cached
+        lock = self._robots_locks.setdefault(origin, asyncio.Lock())
+        async with lock:  # one robots.txt request per origin, however many pages wait for it
+            cached = self._fresh_robots(origin)
+            if cached is not None:
+                return cached
+            return await self._read_robots(origin)
+
+    async def _read_robots(self, origin: str) -> _Robots:
+        status, text = await self._robots_text(origin)
+        parser: RobotFileParser | None = None
+        trouble = status == 429 or status >= 500
+        if trouble:
+            parser = RobotFileParser()
+            parser.parse(["User-agent: *", "Disallow: /"])  # server trouble: stay away for now
+        elif 200 <= status < 300:
+            parser = RobotFileParser()
+            parser.parse(text.splitlines())
+        robots = _Robots(time.monotonic(), parser, trouble)
+        self._robots[origin] = robots
+        return robots
+
+    async def _robots_text(self, origin: str) -> tuple[int, str]:
+        """(status, text) of the origin's robots.txt, from Redis when another replica read it lately."""
+        key = robots_key(origin)
+        if self.redis is not None:
+            stored = await self.redis.hgetall(key)
+            if stored:
+                text = stored.get(b"text", b"")
+                return int(stored.get(b"status", b"0")), redis_store_text(text)
+        try:
+            response = await self._get_once(origin + "/robots.txt", {})
+            status = response.status
+            text = response.body[:ROBOTS_MAX_BYTES].decode("utf-8", "replace") if status < 300 else ""
+        except FetchError:
+            status, text = 404, ""  # unreachable or refused: as if there were none (the page fetch will tell)
+        if self.redis is not None:
+            ttl = ROBOTS_TROUBLE_TTL_SECONDS if status == 429 or status >= 500 else ROBOTS_TTL_SECONDS
+            await self.redis.hset(key, mapping={"status": str(status), "text": text})
+            await self.redis.expire(key, int(ttl))
+        return status, text
+
+
+def redis_store_text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _crawl_delay(robots: _Robots, user_agent: str) -> float | None:
+    if robots.parser is None or robots.trouble:
+        return None
+    value = robots.parser.crawl_delay(user_agent)
+    return min(float(value), MAX_CRAWL_DELAY) if value else None

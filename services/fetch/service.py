@@ -51,24 +51,34 @@ Redis keys of fetch (besides ``nw:url:<id>``):
   ``url``, ``title``, ``published``, ``lang`` of a page waiting for a retry; TTL URL TTL.
 - ``nw:fetch:due:<source id>``: sorted set of the source's article ids waiting for a retry, scored
   by ``not_before``; TTL URL TTL, refreshed.
+- ``nw:fetch:lease:<id of the feed/sitemap URL>``: the replica polling it now (``SET NX PX``, for
+  its poll interval): replicas share the sources. The feed's hash also keeps ``interval`` (adaptive)
+  and ``items`` (a digest of what it listed, to tell a change).
+- ``nw:fetch:claim:<article id>``: the fetcher getting that page now (an article listed in several
+  feeds, or seen by two replicas, is fetched once).
+- ``nw:fetch:host:<host:port>`` and ``nw:fetch:robots:<origin>``: see ``politeness``.
+
+A feed or sitemap listed twice (in one source or two, same normalised URL) is polled once, under
+the first source listing it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import json
 import logging
 import random
 import time
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
 import redis.asyncio as aioredis
 
 from services.fetch.feeds import (
+    FeedResult,
     Item,
     SitemapError,
     Source,
@@ -76,14 +86,15 @@ from services.fetch.feeds import (
     article_id,
     is_http_url,
     load_sources,
+    normalise_url,
     parse_feed,
     parse_sitemap,
 )
-from services.fetch.politeness import FetchError, PoliteClient, Response
+from services.fetch.politeness import MAX_REDIRECTS, FetchError, PoliteClient, Response
 from shared import events, metrics, pipeline, redis_store
 from shared.failures import Kind, PoisonInput, classify
 from shared.retry import Backoff, parse_retry_after
-from shared.runtime import Emit
+from shared.runtime import Emit, cpu
 from shared.settings import Settings
 from shared.topics import RAW_PAGES
 
@@ -130,6 +141,12 @@ class FetchPolicy:
     max_sitemaps_per_poll: int = 100  # per configured sitemap (the index, its children, theirs)
     retry_batch: int = 100  # due page retries taken per wake-up of a source's loop
     start_jitter: float = 2.0  # first polls spread over up to this many seconds
+    due_refresh: float = 60.0  # a source's page retries are looked up in Redis at least this often
+    page_concurrency: int = 8  # pages of one source fetched at once (the host gate limits each host)
+    adapt_min: float = 0.25  # a feed that changes at every poll is polled down to interval * adapt_min
+    adapt_max: float = 4.0  # one that never changes up to interval * adapt_max
+    adapt_faster: float = 0.5  # interval factor after a poll that found something new
+    adapt_slower: float = 1.5  # interval factor after a poll that found nothing new
 
 
 class Publisher(Protocol):
@@ -148,6 +165,34 @@ def due_key(source_id: str) -> str:
 
 def doc_key(url: str) -> str:
     return f"nw:fetch:feed:{article_id(url)}"
+
+
+def lease_key(url: str) -> str:
+    return f"nw:fetch:lease:{article_id(url)}"
+
+
+def claim_key(aid: str) -> str:
+    return f"nw:fetch:claim:{aid}"
+
+
+def dedupe_sources(sources: Sequence[Source]) -> list[Source]:
+    """The sources with every feed and sitemap kept under the first source listing it (normalised URL):
+    a feed listed twice, in one source or in two, is polled once."""
+    seen: dict[tuple[str, str], str] = {}
+    out: list[Source] = []
+    for source in sources:
+        kept: dict[str, list[str]] = {"feed": [], "sitemap": []}
+        for kind, urls in (("feed", source.feeds), ("sitemap", source.sitemaps)):
+            for url in urls:
+                key = (kind, normalise_url(url))
+                if key in seen:
+                    log.info(f"{kind} listed twice, polled once", extra={
+                        "source": source.id, kind: url, "polled_by": seen[key]})
+                    continue
+                seen[key] = source.id
+                kept[kind].append(url)
+        out.append(replace(source, feeds=tuple(kept["feed"]), sitemaps=tuple(kept["sitemap"])))
+    return out
 
 
 Hash = dict[Any, Any]  # a Redis hash as the client returns it (bytes keys and values here)
@@ -169,24 +214,59 @@ class FetchStage:
 
     def __init__(self, settings: Settings, sources: list[Source], policy: FetchPolicy | None = None) -> None:
         self.settings = settings
-        self.sources = sources
+        self.sources = dedupe_sources(sources)
         self.policy = policy or FetchPolicy()
         self.url_ttl = settings.url_ttl_days * 86400
-        self.redis: aioredis.Redis = redis_store.connect(settings.redis_url)
+        self.replica = uuid.uuid4().hex[:12]
+        self.redis: aioredis.Redis = redis_store.connect(settings.redis_url, max_connections=64)
         self.http = PoliteClient(settings.user_agent, settings.http_timeout, settings.max_page_bytes,
-                                 settings.host_delay_seconds, settings.allow_private_hosts)
+                                 settings.host_delay_seconds, settings.allow_hosts,
+                                 deadline=settings.http_deadline, host_concurrency=settings.host_concurrency,
+                                 redis=self.redis)
         self.outlet: Publisher | None = None
         self._docs: dict[str, _DocBackoff] = {}  # feed/sitemap URL → its backoff (in memory)
+        self._last_outcome: dict[str, str] = {}  # feed/sitemap URL → outcome of its last GET
+        self._changed: dict[str, bool] = {}  # feed/sitemap URL → whether its last 2xx listed something new
+        self._deferred: dict[str, dict[Any, Any]] = {}  # feed URL → hash fields its poll writes at its end
+        self._intervals: dict[str, float] = {}  # feed URL → its current poll interval (also in Redis)
+        self._due_hint: dict[str, float] = {}  # source id → epoch of its next page retry known here
+        self._sleeping: set[asyncio.Task[Any]] = set()  # source loops between two steps
 
     async def start(self) -> None:
         await self.redis.ping()
 
     async def run(self, outlet: Publisher, stop: asyncio.Event) -> None:
         self.outlet = outlet
+        loops = [asyncio.create_task(self.run_source(s, stop)) for s in self.sources]
+        waker = asyncio.create_task(self._wake_on_stop(stop))
         try:
-            await asyncio.gather(*(self.run_source(s, stop) for s in self.sources))
+            await asyncio.gather(*loops)
         finally:
+            waker.cancel()
             await self.http.aclose()
+
+    async def _wake_on_stop(self, stop: asyncio.Event) -> None:
+        """Cancel the sleep of every source loop once ``stop`` is set (a loop at work finishes its step).
+        One waiter on the event instead of one per loop and wake-up: with thousands of sources, the
+        per-loop ``wait_for(stop.wait())`` cost more than the polls."""
+        await stop.wait()
+        for task in list(self._sleeping):
+            task.cancel()
+
+    async def _sleep(self, seconds: float, stop: asyncio.Event) -> None:
+        """Sleep, or return early once ``stop`` is set."""
+        task = asyncio.current_task()
+        if stop.is_set() or task is None:
+            return
+        self._sleeping.add(task)
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+            task.uncancel()
+        finally:
+            self._sleeping.discard(task)
 
     # --- feeds and sitemaps -------------------------------------------------------------------------
 
@@ -199,16 +279,24 @@ class FetchStage:
         log.warning(f"{kind} poll failed, backing off", extra={
             "source": source.id, kind: url, "error": why, "attempt": state.attempts, "retry_in": round(delay, 3)})
 
-    async def _get_doc(self, source: Source, url: str, kind: str) -> tuple[str, Response | None, Hash]:
+    async def _get_doc(self, source: Source, url: str, kind: str,
+                       cached: Hash | None = None) -> tuple[str, Response | None, Hash]:
         """Conditional GET of a feed or sitemap: (outcome, response when 2xx, the stored cache hash).
 
         outcome: "ok" (2xx; the caller parses and counts), "unchanged" (304), "error", "backoff"."""
+        outcome, response, cached = await self._get_doc_once(source, url, kind, cached)
+        self._last_outcome[url] = outcome
+        return outcome, response, cached
+
+    async def _get_doc_once(self, source: Source, url: str, kind: str,
+                            cached: Hash | None) -> tuple[str, Response | None, Hash]:
         state = self._docs.get(url)
         if state is not None and state.not_before > time.time():
             metrics.FEED_POLLS.labels(source.id, "backoff").inc()
             log.debug(f"{kind} backed off", extra={"source": source.id, kind: url})
             return "backoff", None, {}
-        cached: Hash = await self.redis.hgetall(doc_key(url))
+        if cached is None:
+            cached = await self.redis.hgetall(doc_key(url))
         headers = {}
         if _text(cached, "etag"):
             headers["if-none-match"] = _text(cached, "etag")
@@ -240,28 +328,45 @@ class FetchStage:
                         extra={"source": source.id, kind: url, "status": status})
         return "error", None, cached
 
-    async def _remember(self, url: str, response: Response, children: list[str] | None = None) -> None:
-        """Keep the validators of a parsed feed/sitemap for the next conditional GET."""
+    async def _remember(self, url: str, response: Response, items: Sequence[Item], cached: Hash,
+                        children: list[str] | None = None) -> None:
+        """Keep the validators of a parsed feed/sitemap for the next conditional GET, and whether it changed
+        (written with the poll's other writes when the poll defers them, ``_deferred``)."""
+        digest = article_id(" ".join(sorted(i.url for i in items)) + " " + " ".join(children or []))
+        previous = _text(cached, "items")
+        if previous:  # the first poll tells nothing about how often it changes
+            self._changed[url] = previous != digest
+        mapping: dict[Any, Any] = {"etag": response.etag, "last_modified": response.last_modified,
+                   "children": json.dumps(children or []), "items": digest}
+        if url in self._deferred:
+            self._deferred[url].update(mapping)
+            return
         key = doc_key(url)
-        await self.redis.hset(key, mapping={"etag": response.etag, "last_modified": response.last_modified,
-                                            "children": json.dumps(children or [])})
+        await self.redis.hset(key, mapping=mapping)
         await self.redis.expire(key, self.url_ttl)
 
-    async def _feed_items(self, source: Source, url: str) -> list[Item]:
-        _, response, _ = await self._get_doc(source, url, "feed")
+    async def _feed_items(self, source: Source, url: str, cached: Hash | None = None) -> list[Item]:
+        _, response, cached = await self._get_doc(source, url, "feed", cached)
         if response is None:
             return []
-        feed = parse_feed(response.body, response.url)
+        try:  # a large feed is parsed off the event loop
+            if len(response.body) > 200_000:
+                feed = await cpu(parse_feed, response.body, response.url)
+            else:
+                feed = parse_feed(response.body, response.url)
+        except Exception as exc:  # parse_feed reports in .error; anything else is still a broken feed
+            feed = FeedResult(error=f"{type(exc).__name__}: {exc}"[:300])
         if feed.error:
             metrics.FEED_POLLS.labels(source.id, "error").inc()
             log.warning("feed poll failed: the body is not a feed", extra={"source": source.id, "feed": url,
                                                                          "error": feed.error})
             return []
         metrics.FEED_POLLS.labels(source.id, "ok").inc()
-        await self._remember(url, response)
+        await self._remember(url, response, feed.items, cached)
         return feed.items
 
-    async def _sitemap_items(self, source: Source, url: str, depth: int, visited: set[str]) -> list[Item]:
+    async def _sitemap_items(self, source: Source, url: str, depth: int, visited: set[str],
+                             cached: Hash | None = None) -> list[Item]:
         """Items of a sitemap and, for an index, of its children (bounded; see the module docstring)."""
         if url in visited:
             return []
@@ -270,7 +375,7 @@ class FetchStage:
                         extra={"source": source.id, "sitemap": url, "limit": self.policy.max_sitemaps_per_poll})
             return []
         visited.add(url)
-        outcome, response, cached = await self._get_doc(source, url, "sitemap")
+        outcome, response, cached = await self._get_doc(source, url, "sitemap", cached)
         items: list[Item] = []
         if outcome == "unchanged":
             try:
@@ -286,7 +391,7 @@ class FetchStage:
                             extra={"source": source.id, "sitemap": url, "error": str(exc)})
                 return []
             metrics.FEED_POLLS.labels(source.id, "ok").inc()
-            await self._remember(url, response, children)
+            await self._remember(url, response, items, cached, children)
         else:
             return []
         children = [c for c in dict.fromkeys(children) if is_http_url(c)]
@@ -340,6 +445,7 @@ class FetchStage:
         await self.redis.expire(key, self.url_ttl)
         await self.redis.zadd(due_key(source.id), {aid: not_before})
         await self.redis.expire(due_key(source.id), self.url_ttl)
+        self._due_hint[source.id] = min(self._due_hint.get(source.id, not_before), not_before)
         metrics.RETRIES.labels(STAGE).inc()
         log.warning("page fetch failed, retrying later", extra={
             "source": source.id, "url": item.url, "id": aid, "error": reason, "attempt": attempts,
@@ -355,6 +461,19 @@ class FetchStage:
         not_before = _text(retry, "not_before")
         if not_before and float(not_before) > time.time():
             return "waiting"
+        # One fetcher per URL at a time, across sources and replicas (an article listed in five feeds).
+        claim_ms = int((self.settings.http_deadline * (MAX_REDIRECTS + 2) + 60) * 1000)
+        if not await self.redis.set(claim_key(aid), self.replica, nx=True, px=claim_ms):
+            return "busy"
+        try:
+            return await self._fetch_claimed(source, item, aid, retry, stop)
+        finally:
+            await self.redis.delete(claim_key(aid))
+
+    async def _fetch_claimed(self, source: Source, item: Item, aid: str, retry: Hash,
+                             stop: asyncio.Event | None) -> str:
+        if await self.redis.exists(redis_store.url_key(aid)):  # settled meanwhile by another fetcher
+            return "known"
         try:
             response = await self.http.get(item.url)
         except FetchError as exc:
@@ -425,32 +544,110 @@ class FetchStage:
         first = await self.redis.zrange(due_key(source.id), 0, 0, withscores=True)
         return float(first[0][1]) if first else None
 
+    async def _fetch_items(self, source: Source, items: Sequence[Item], stop: asyncio.Event | None) -> None:
+        """Fetch the items' pages, ``page_concurrency`` at once (the host gate spaces each host)."""
+        by_id = {article_id(i.url): i for i in items}
+        pipe = self.redis.pipeline(transaction=False)
+        for aid in by_id:
+            pipe.exists(redis_store.url_key(aid))
+        known = await pipe.execute() if by_id else []
+        unique = [item for item, seen in zip(by_id.values(), known, strict=True) if not seen]
+        gate = asyncio.Semaphore(self.policy.page_concurrency)
+
+        async def one(item: Item) -> None:
+            async with gate:
+                if stop is None or not stop.is_set():
+                    await self._fetch_item(source, item, stop)
+        results = await asyncio.gather(*(one(i) for i in unique), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
     async def poll(self, source: Source, stop: asyncio.Event | None = None) -> int:
-        """One poll of one source; returns how many items it listed."""
+        """One poll of every feed, sitemap and page of one source; returns how many items it listed."""
         items = await self._listed(source)
         metrics.MESSAGES_IN.labels(STAGE).inc(len(items))
-        for item in items:
-            if stop is not None and stop.is_set():
-                break
-            await self._fetch_item(source, item, stop)
+        await self._fetch_items(source, items, stop)
         return len(items)
 
+    def _bounds(self, source: Source) -> tuple[float, float, float]:
+        base = source.poll_seconds or self.settings.poll_seconds
+        return base, base * self.policy.adapt_min, base * self.policy.adapt_max
+
+    async def _poll_doc(self, source: Source, kind: str, url: str) -> tuple[list[Item], float]:
+        """Poll one feed or sitemap if this replica holds its lease: (items, seconds until the next poll).
+
+        The interval adapts: shorter after a poll that found something new, longer after one that
+        did not (304 or the same items), within ``adapt_min``..``adapt_max`` times the configured one;
+        it is kept in Redis with the feed, so every replica reads the same. Redis round trips: one
+        (lease + the feed's hash) before the GET, one (the feed's hash, the lease's length) after."""
+        base, low, high = self._bounds(source)
+        key, lease = doc_key(url), lease_key(url)
+        interval = min(high, max(low, self._intervals.get(url, base)))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(lease, self.replica, nx=True, px=max(1, int(interval * 1000)))
+        pipe.hgetall(key)
+        leased, cached = await pipe.execute()
+        stored = _text(cached, "interval")
+        if stored:
+            interval = min(high, max(low, float(stored)))
+        if not leased:  # another replica polls it this time
+            return [], interval
+        self._changed.pop(url, None)
+        self._deferred[url] = {}
+        try:
+            if kind == "feed":
+                items = await self._feed_items(source, url, cached)
+            else:
+                items = await self._sitemap_items(source, url, 0, set(), cached)
+        finally:
+            mapping = self._deferred.pop(url, {})
+        changed = self._changed.get(url)
+        if changed is not None:  # a 2xx that was parsed (errors and backoffs keep the interval)
+            interval = max(low, interval * self.policy.adapt_faster) if changed \
+                else min(high, interval * self.policy.adapt_slower)
+        elif self._last_outcome.get(url) == "unchanged":
+            interval = min(high, interval * self.policy.adapt_slower)
+        self._intervals[url] = interval
+        mapping["interval"] = repr(interval)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, self.url_ttl)
+        pipe.pexpire(lease, max(1, int(interval * 1000)))
+        await pipe.execute()
+        return items, interval
+
     async def run_source(self, source: Source, stop: asyncio.Event) -> None:
-        interval = source.poll_seconds or self.settings.poll_seconds
+        base, _, _ = self._bounds(source)
+        docs = [("feed", u) for u in source.feeds] + [("sitemap", u) for u in source.sitemaps]
         # Spread the first polls so that many sources do not all start at once.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=random.uniform(0, min(interval, self.policy.start_jitter)))
-        next_poll = 0.0
+        await self._sleep(random.uniform(0, min(base, self.policy.start_jitter)), stop)
+        next_doc = dict.fromkeys(docs, 0.0)
+        next_pages = 0.0
         while not stop.is_set():
             try:
-                if time.monotonic() >= next_poll:
-                    next_poll = time.monotonic() + interval
-                    await self.poll(source, stop)
-                await self.retry_due(source, stop)
-                wait = next_poll - time.monotonic()
-                due = await self._next_due(source)
-                if due is not None:
-                    wait = min(wait, due - time.time())
+                now = time.monotonic()
+                items: list[Item] = []
+                for doc in docs:
+                    if next_doc[doc] <= now and not stop.is_set():
+                        got, interval = await self._poll_doc(source, *doc)
+                        next_doc[doc] = time.monotonic() + interval
+                        items.extend(got)
+                if source.pages and next_pages <= now:
+                    next_pages = now + base
+                    items.extend(Item(url=page) for page in source.pages)
+                if items:
+                    metrics.MESSAGES_IN.labels(STAGE).inc(len(items))
+                    await self._fetch_items(source, items, stop)
+                # Page retries: Redis is asked when one is due by what this replica knows (it scheduled
+                # it), and at least every ``due_refresh`` seconds (one another replica scheduled).
+                if self._due_hint.get(source.id, 0.0) <= time.time():
+                    await self.retry_due(source, stop)
+                    due = await self._next_due(source)
+                    refresh = time.time() + self.policy.due_refresh
+                    self._due_hint[source.id] = min(due, refresh) if due is not None else refresh
+                wake = min([*next_doc.values(), next_pages if source.pages else float("inf")])
+                wait = min(wake - time.monotonic(), self._due_hint[source.id] - time.time())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one broken source must not stop the others
@@ -460,9 +657,8 @@ class FetchStage:
                                 extra={"source": source.id, "error": repr(exc)})
                 else:
                     log.exception("poll failed", extra={"source": source.id})
-                wait = next_poll - time.monotonic()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=max(0.01, wait))
+                wait = base
+            await self._sleep(min(max(0.01, wait), 3600.0), stop)
 
 
 def main() -> None:

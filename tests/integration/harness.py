@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -193,7 +194,8 @@ class Pipeline:
             "NEWSWATCH_TOPIC_PREFIX": self.prefix,
             "NEWSWATCH_SOURCES": str(sources_path),
             "NEWSWATCH_RULES": str(rules),
-            "NEWSWATCH_ALLOW_PRIVATE_HOSTS": "true",
+            # the local demo sites the sources list, and no other local address
+            "NEWSWATCH_ALLOW_HOSTS": ",".join(sorted(set(re.findall(r"https?://([^/\s]+)", sources or "")))),
             "NEWSWATCH_HOST_DELAY_SECONDS": "0.05",
             "NEWSWATCH_POLL_SECONDS": "1",
             "NEWSWATCH_METRICS_HOST": "127.0.0.1",

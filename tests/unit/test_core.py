@@ -20,8 +20,8 @@ from tests.conftest import ROOT
 
 def test_settings_defaults_and_errors() -> None:
     s = Settings.from_env({})
-    assert s.partitions == 4 and s.allow_private_hosts is False and s.bootstrap_servers == ["127.0.0.1:19092"]
-    assert Settings.from_env({"NEWSWATCH_ALLOW_PRIVATE_HOSTS": "true"}).allow_private_hosts
+    assert s.partitions == 4 and s.allow_hosts == "" and s.bootstrap_servers == ["127.0.0.1:19092"]
+    assert Settings.from_env({"NEWSWATCH_ALLOW_HOSTS": "127.0.0.1:8808"}).allow_hosts == "127.0.0.1:8808"
     with pytest.raises(ValueError, match="NEWSWATCH_PARTITIONS='four'"):
         Settings.from_env({"NEWSWATCH_PARTITIONS": "four"})
 

@@ -30,7 +30,14 @@ from services.fetch.feeds import (
     parse_sitemap,
     parse_sources,
 )
-from services.fetch.politeness import FetchError, HostGate, PoliteClient, check_url_safe
+from services.fetch.politeness import (
+    AddressPolicy,
+    FetchError,
+    HostGate,
+    PoliteClient,
+    check_url_safe,
+    robots_key,
+)
 from services.fetch.service import Action, FetchPolicy, FetchStage, due_key, page_action, retry_key
 from shared import redis_store
 from shared.retry import Backoff
@@ -80,7 +87,7 @@ def sites() -> str:  # type: ignore[misc]
 
 def test_demo_feeds_list_their_articles(sites: str) -> None:
     async def go() -> None:
-        client = PoliteClient("test", 5, 1_000_000, 0.0, allow_private=True)
+        client = PoliteClient("test", 5, 1_000_000, 0.0, sites.split("//")[1])
         for site in SITES:
             response = await client.get(sites + feed_path(site))
             feed = parse_feed(response.body, response.url)
@@ -93,16 +100,19 @@ def test_demo_feeds_list_their_articles(sites: str) -> None:
 
 def test_limits_robots_and_private_addresses(sites: str) -> None:
     async def go() -> None:
-        small = PoliteClient("test", 5, 500, 0.0, allow_private=True)
+        small = PoliteClient("test", 5, 500, 0.0, sites.split("//")[1])
         with pytest.raises(FetchError, match="limit"):
             await small.get(sites + "/courrier-caucase/feed.xml")
         with pytest.raises(FetchError, match="robots"):
             await small.get(sites + "/private/page.html")
         await small.aclose()
+        with pytest.raises(FetchError, match="not a public address"):
+            await check_url_safe(sites + "/courrier-caucase/feed.xml", AddressPolicy(""))
         with pytest.raises(FetchError, match="non-public"):
-            await check_url_safe(sites + "/courrier-caucase/feed.xml", allow_private=False)
+            await check_url_safe("http://localhost:1/", AddressPolicy("127.0.0.1:1"))
+        await check_url_safe(sites + "/courrier-caucase/feed.xml", AddressPolicy(sites.split("//")[1]))
         with pytest.raises(FetchError, match="scheme"):
-            await check_url_safe("file:///etc/passwd", allow_private=True)
+            await check_url_safe("file:///etc/passwd", AddressPolicy("localhost"))
     asyncio.run(go())
 
 
@@ -111,8 +121,8 @@ def test_host_gate_spaces_requests() -> None:
         gate = HostGate(0.2)
         started = time.monotonic()
         for _ in range(3):
-            lock = await gate.wait("h")
-            gate.done("h", lock)
+            async with gate.slot("h"):
+                pass
         return time.monotonic() - started
     assert asyncio.run(go()) >= 0.4
 
@@ -196,10 +206,10 @@ def script() -> Iterator[Script]:
 
 
 @pytest.fixture
-def fetch_settings(redis_port: int) -> Settings:
+def fetch_settings(redis_port: int, script: Script) -> Settings:
     url = f"redis://127.0.0.1:{redis_port}/{FETCH_DB}"
     redis.Redis.from_url(url).flushdb()
-    return Settings.from_env({"NEWSWATCH_REDIS_URL": url, "NEWSWATCH_ALLOW_PRIVATE_HOSTS": "true",
+    return Settings.from_env({"NEWSWATCH_REDIS_URL": url, "NEWSWATCH_ALLOW_HOSTS": script.base.split("//")[1],
                               "NEWSWATCH_HOST_DELAY_SECONDS": "0", "NEWSWATCH_HTTP_TIMEOUT": "5",
                               "NEWSWATCH_POLL_SECONDS": "0.1"})
 
@@ -365,8 +375,10 @@ def test_500_forever_is_given_up_after_max_attempts(script: Script, fetch_settin
 
 
 def test_network_error_is_retried_later_without_blocking(fetch_settings: Settings) -> None:
-    page = f"http://127.0.0.1:{free_port()}/nobody-listens.html"
+    port = free_port()
+    page = f"http://127.0.0.1:{port}/nobody-listens.html"
     source = Source(id="t-net", pages=(page,))
+    fetch_settings = replace(fetch_settings, allow_hosts=f"127.0.0.1:{port}")
 
     async def go() -> None:
         stage = FetchStage(fetch_settings, [source], fast_policy(max_attempts=2,
@@ -527,6 +539,8 @@ def test_robots_txt_trouble_is_retried_and_a_disallow_is_final(script: Script, f
         assert script.hits("/r.html") == []
         script.set("/robots.txt", Reply(200, b"User-agent: *\nDisallow: /private/\n"))
         stage.http._robots.clear()
+        assert await stage.redis.exists(robots_key(script.base))  # shared with the other replicas
+        await stage.redis.delete(robots_key(script.base))  # as if its 5 minutes were over
         assert await stage._fetch_item(source, Item(url=private)) == "failed"
         assert (await url_state(stage, private)).endswith("disallowed by robots.txt")
         await stage.http.aclose()
