@@ -38,7 +38,8 @@ class Run:
         self.alerts_file = run_dir / f"alerts-{time.monotonic_ns()}.jsonl"
         cmd = [sys.executable, "-m", "newswatch.cli", "run", "--run-dir", str(run_dir), "--broker-port",
                str(local.free_port()), "--redis-port", str(self.redis_port), "--sites-port", str(sites_port),
-               "--metrics-base-port", str(local.free_port_block(len(pipeline.SERVICES))), "--pace", "0.2", "--poll-seconds", "1",
+               "--metrics-base-port", str(local.free_port_block(len(pipeline.SERVICES))), "--pace", "0.2",
+               "--poll-seconds", "1",
                "--alerts-jsonl", str(self.alerts_file), *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      env={**os.environ, "COLUMNS": "200", **(env or {})})
