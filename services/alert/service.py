@@ -17,7 +17,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from services.alert.deliver import deliver_once
-from services.alert.rules import Match, Rule, load_rules, match_article
+from services.alert.rules import Match, RuleSet, load_rules, match_article
 from shared import events, metrics, pipeline, redis_store
 from shared.runtime import Emit, cpu
 from shared.settings import Settings
@@ -37,8 +37,8 @@ def make_alert(match: Match, tagged: events.TaggedArticle) -> events.Alert:
     )
 
 
-def watched_rules(path: str) -> Watched[list[Rule]]:
-    return Watched("rules", [path], lambda: load_rules(path))
+def watched_rules(path: str) -> Watched[RuleSet]:
+    return Watched("rules", [path], lambda: RuleSet(load_rules(path)))
 
 
 class AlertStage:
@@ -46,7 +46,7 @@ class AlertStage:
 
     decl: ClassVar[pipeline.StageDecl] = pipeline.ALERT
 
-    def __init__(self, settings: Settings, rules: Watched[list[Rule]]) -> None:
+    def __init__(self, settings: Settings, rules: Watched[RuleSet]) -> None:
         self.settings = settings
         self.rules = rules
         self.redis: aioredis.Redis = redis_store.connect(settings.redis_url)
@@ -87,7 +87,7 @@ class WebhookStage:
 
     decl: ClassVar[pipeline.StageDecl] = pipeline.WEBHOOKS
 
-    def __init__(self, settings: Settings, rules: Watched[list[Rule]]) -> None:
+    def __init__(self, settings: Settings, rules: Watched[RuleSet]) -> None:
         self.settings = settings
         self.rules = rules
         self.redis: aioredis.Redis = redis_store.connect(settings.redis_url)
@@ -100,11 +100,11 @@ class WebhookStage:
     async def process(self, alert: events.Alert) -> list[Emit]:
         assert self.client is not None
         await self.rules.refresh()
-        rule = next((r for r in self.rules.value if r.id == alert.rule_id), None)
+        rule = self.rules.value.by_id.get(alert.rule_id)
         # the longest a delivery can take: every attempt timing out, plus the waits between them
         claim = self.settings.webhook_retries * (self.settings.webhook_timeout + 10.0) + 30.0
-        for url in rule.webhooks if rule else ():
-            await deliver_once(self.redis, self.client, url, alert, self.settings.webhook_retries, claim,
+        for hook in rule.webhooks if rule else ():
+            await deliver_once(self.redis, self.client, hook.url, alert, self.settings.webhook_retries, claim,
                                self.settings.dedup_ttl_days * 86400)
         return []
 
