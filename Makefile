@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 NW := .venv/bin/newswatch
 
-.PHONY: run test test-unit test-integration bench bench-clean bench-entities lint install install-dev clean
+.PHONY: run test test-unit test-integration bench bench-clean bench-entities bench-rules lint install install-dev clean
 
 install:
 	@./infra/install.sh
@@ -32,10 +32,15 @@ bench: install-dev
 	$(PY) bench/extraction.py
 	$(PY) bench/near_dups.py
 	$(PY) bench/entities.py
+	$(PY) bench/rules.py
 
 ## bench-entities: NER scores, tagging throughput and the seeds check
 bench-entities: install-dev
 	$(PY) bench/entities.py
+
+## bench-rules: 10,000 generated rules over real articles, matcher vs the naive loop
+bench-rules: install-dev
+	$(PY) bench/rules.py
 
 ## bench-clean: the clean service's benchmarks only (extraction, near-duplicates)
 bench-clean: install-dev

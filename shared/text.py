@@ -81,14 +81,14 @@ class _FoldTable(dict[int, str]):
         return folded
 
 
-_FOLD_TABLE = _FoldTable()
+FOLD_TABLE = _FoldTable()  # text.translate(FOLD_TABLE): folded, whitespace runs not collapsed
 
 
 def folded_words(text: str) -> list[str]:
     """The words of ``text`` after folding: "HAUT-KARABAKH" → ["haut", "karabakh"].
 
     The same words as ``fold(text)`` gives (folding is per character), by one ``str.translate``."""
-    return _WORD.findall(text.translate(_FOLD_TABLE))
+    return _WORD.findall(text.translate(FOLD_TABLE))
 
 
 # --- Russian: nouns and names change their ending with grammatical case -------------------

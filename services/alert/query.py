@@ -26,9 +26,10 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
-from shared.text import folded_words
+from shared.text import FOLD_TABLE, folded_words
 
 FIELDS = ("title", "lang", "source", "entity", "type")
 ENTITY_TYPES = ("person", "place", "organisation")
@@ -56,6 +57,13 @@ class Term:
     words: tuple[str, ...]
     prefix: bool = False
     title: bool = False
+    key: str = field(init=False, repr=False, compare=False)  # what a document caches occurrences by
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", ("T" if self.title else "") + self.literal)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
 
     @property
     def literal(self) -> str:
@@ -369,21 +377,50 @@ def span_terms(node: Node) -> list[Term]:
 # --- documents -------------------------------------------------------------------------------
 
 
+_NON_WORD = re.compile(r"\W+")
+
+
+def _joined(text: str) -> str:
+    """" w1 w2 … " : the folded words of ``text`` between single spaces (the words of ``folded_words``)."""
+    return _NON_WORD.sub(" ", " " + text.translate(FOLD_TABLE) + " ")
+
+
 class Doc:
-    """A document as the matchers see it: folded words (title first), language, source, entities."""
+    """A document as the matchers see it: folded words (title first), language, source, entities.
+
+    Term presence is a substring test on the joined folded words (or, after ``RuleSet.candidates``,
+    a look-up in the literals its automaton found); word positions are built only for NEAR."""
 
     def __init__(self, title: str, text: str, lang: str = "", source: str = "",
                  entities: Iterable[tuple[str, str]] = ()) -> None:
-        self.title_words = folded_words(title)
-        self.words = self.title_words + folded_words(text)
-        self.n_title = len(self.title_words)
+        self.title_joined = _joined(title)
+        self.joined = self.title_joined + _joined(text)[1:]
         self.lang = lang
         self.source = source
         self.entities = {eid: etype for eid, etype in entities}
         self.types = set(self.entities.values())
+        self._words: list[str] | None = None
         self._positions: dict[str, list[int]] | None = None
         self._vocabulary: list[str] | None = None
-        self._occ: dict[Term, list[int]] = {}
+        self._occ: dict[str, list[int]] = {}
+        self._has: dict[str, bool] = {}
+        # set by RuleSet.candidates: the literals its automaton knows, and those found here
+        self.known: AbstractSet[str] = frozenset()
+        self.found: set[str] = set()
+
+    @property
+    def words(self) -> list[str]:
+        if self._words is None:
+            self._words = self.joined.split()
+        return self._words
+
+    @property
+    def title_words(self) -> list[str]:
+        return self.title_joined.split()
+
+    @property
+    def n_title(self) -> int:
+        return self.title_joined.count(" ") - 1 if len(self.title_joined) > 1 else 0
 
     @property
     def positions(self) -> dict[str, list[int]]:
@@ -394,13 +431,19 @@ class Doc:
             self._positions = positions
         return self._positions
 
-    @property
-    def joined(self) -> str:
-        return " " + " ".join(self.words) + " "
+    def has(self, term: Term) -> bool:
+        """Whether ``term`` occurs (in the title only, for a title term)."""
+        literal = term.literal
+        if not term.title and literal in self.known:
+            return literal in self.found
+        got = self._has.get(term.key)
+        if got is None:
+            got = self._has[term.key] = literal in (self.title_joined if term.title else self.joined)
+        return got
 
     def starts(self, term: Term) -> list[int]:
         """Sorted start positions of ``term`` (the index-backed look-up), cached per document."""
-        cached = self._occ.get(term)
+        cached = self._occ.get(term.key)
         if cached is not None:
             return cached
         words, positions = term.words, self.positions
@@ -426,7 +469,7 @@ class Doc:
                      and (doc[p + last].startswith(tail) if term.prefix else doc[p + last] == tail)]
         if term.title:
             found = [p for p in found if p + last < self.n_title]
-        self._occ[term] = found
+        self._occ[term.key] = found
         return found
 
 
@@ -512,7 +555,7 @@ def _near_fast(a: list[tuple[int, int]], b: list[tuple[int, int]], n: int, order
 def compile_node(node: Node) -> Pred:
     """A predicate over a Doc, equivalent to ``naive_eval(node, doc)``."""
     if isinstance(node, Term):
-        return lambda doc: bool(doc.starts(node))
+        return lambda doc: doc.has(node)
     if isinstance(node, And):
         parts = [compile_node(c) for c in _cheap_first(node.children)]
         return lambda doc: all(p(doc) for p in parts)
@@ -574,7 +617,7 @@ def found_in(node: Node, doc: Doc, out: Found | None = None, negated: bool = Fal
     """The terms and entities of the query's positive conditions present in the document, in query order."""
     out = out if out is not None else Found()
     if isinstance(node, Term):
-        if not negated and node.written not in out.terms and doc.starts(node):
+        if not negated and node.written not in out.terms and doc.has(node):
             out.terms.append(node.written)
             out.term_nodes.append(node)
     elif isinstance(node, And | Or):
@@ -595,38 +638,47 @@ def found_in(node: Node, doc: Doc, out: Found | None = None, negated: bool = Fal
 
 # A requirement: ("text", literal) for a term's folded literal, ("entity", id), ("type", type).
 Key = tuple[str, str]
+Clauses = list[frozenset[Key]]
 
 
-def required(node: Node) -> frozenset[Key] | None:
-    """Keys one of which a matching document must have (None: no such set, the rule is always checked).
+def requirements(node: Node) -> Clauses | None:
+    """What a matching document must have, as clauses each of which it must meet by having one of
+    the clause's keys (None: nothing, the rule is always checked).
 
-    AND picks its most selective child; OR needs one key of each child; NOT and field filters
-    (lang:, source:) require nothing on their own."""
+    AND needs its children's clauses; OR one clause (a key of each child's best clause); NEAR both
+    sides'; NOT and the field filters lang: and source: need nothing on their own."""
     if isinstance(node, Term):
-        return frozenset({("text", node.literal)})
+        return [frozenset({("text", node.literal)})]
     if isinstance(node, Entity):
-        return frozenset({("entity", node.id)})
+        return [frozenset({("entity", node.id)})]
     if isinstance(node, EntityType):
-        return frozenset({("type", node.type)})
+        return [frozenset({("type", node.type)})]
     if isinstance(node, Nothing):
-        return frozenset()
+        return [frozenset()]
     if isinstance(node, Or):
         keys: set[Key] = set()
         for c in node.children:
-            sub = required(c)
+            sub = requirements(c)
             if sub is None:
                 return None
-            keys |= sub
-        return frozenset(keys)
-    if isinstance(node, And):
-        options = [r for c in node.children if (r := required(c)) is not None]
-        return min(options, key=_selectivity) if options else None
-    if isinstance(node, Near):
-        return min((required(node.left), required(node.right)), key=_selectivity)
+            keys |= min(sub, key=_selectivity)
+        return [frozenset(keys)]
+    if isinstance(node, And | Near):
+        parts = node.children if isinstance(node, And) else (node.left, node.right)
+        out: Clauses = []
+        for c in parts:
+            out.extend(requirements(c) or ())
+        return out or None
     return None
 
 
-def _selectivity(keys: frozenset[Key] | None) -> float:
+def required(node: Node) -> frozenset[Key] | None:
+    """The most selective clause of ``requirements``: the keys a rule is indexed by."""
+    clauses = requirements(node)
+    return min(clauses, key=_selectivity) if clauses else None
+
+
+def _selectivity(keys: AbstractSet[Key] | None) -> float:
     """Lower is more selective: fewer keys, longer literals (phrases, long words), entities."""
     if keys is None:
         return float("inf")
@@ -643,3 +695,16 @@ def _selectivity(keys: frozenset[Key] | None) -> float:
             if not value.endswith(" "):
                 score += 8.0 / max(1, length)  # a prefix matches more words
     return score
+
+
+def terms_of(node: Node) -> list[Term]:
+    """Every term of the query."""
+    if isinstance(node, Term):
+        return [node]
+    if isinstance(node, And | Or):
+        return [t for c in node.children for t in terms_of(c)]
+    if isinstance(node, Not):
+        return terms_of(node.child)
+    if isinstance(node, Near):
+        return span_terms(node.left) + span_terms(node.right)
+    return []

@@ -74,16 +74,15 @@ class Rule:
     def __post_init__(self) -> None:
         object.__setattr__(self, "pred", q.compile_node(self.query))
 
-    def requires(self) -> frozenset[q.Key] | None:
-        by_query = q.required(self.query)
-        by_weights: frozenset[q.Key] | None = None
+    def requires(self) -> q.Clauses | None:
+        """Clauses a matching document must meet (see ``query.requirements``), most selective first."""
+        clauses = list(q.requirements(self.query) or ())
         if self.weights and self.threshold > 0:
-            by_weights = frozenset(k for t, w in self.weights if w > 0 for k in q.required(t) or ())
-        options = [r for r in (by_query, by_weights) if r is not None]
-        return min(options, key=q._selectivity) if options else None
+            clauses.append(frozenset(k for t, w in self.weights if w > 0 for k in q.required(t) or ()))
+        return sorted(clauses, key=q._selectivity) if clauses else None
 
     def score(self, doc: q.Doc, naive: bool = False) -> float:
-        present = (lambda t: bool(q.naive_starts(doc, t))) if naive else (lambda t: bool(doc.starts(t)))
+        present = (lambda t: bool(q.naive_starts(doc, t))) if naive else doc.has
         return sum(w for t, w in self.weights if present(t))
 
     def matches(self, doc: q.Doc, naive: bool = False) -> bool:
@@ -102,7 +101,7 @@ class Match:
 def found(rule: Rule, doc: q.Doc) -> Match:
     got = q.found_in(rule.query, doc)
     for t, w in rule.weights:
-        if w > 0 and t.written not in got.terms and doc.starts(t):
+        if w > 0 and t.written not in got.terms and doc.has(t):
             got.terms.append(t.written)
             got.term_nodes.append(t)
     return Match(rule, got.terms, sorted(got.entities), got.term_nodes)
@@ -313,16 +312,28 @@ class RuleSet:
         self.by_entity: dict[str, list[int]] = {}
         self.by_type: dict[str, list[int]] = {}
         self.always: list[int] = []
+        self.others: list[tuple[frozenset[q.Key], ...]] = []  # each rule's clauses but the indexed one
         for i, rule in enumerate(self.rules):
-            keys = rule.requires()
-            if keys is None:
+            clauses = rule.requires()
+            if clauses is None:
                 self.always.append(i)
+                self.others.append(())
                 continue
-            for kind, value in keys:
+            self.others.append(tuple(clauses[1:]))
+            for clause in clauses[1:]:  # their literals are looked for too, indexing no rule
+                for kind, value in clause:
+                    if kind == "text":
+                        by_literal.setdefault(value, [])
+            for kind, value in clauses[0]:
                 index = by_literal if kind == "text" else self.by_entity if kind == "entity" else self.by_type
                 index.setdefault(value, []).append(i)
+        for rule in self.rules:  # every term's literal, so that a term's presence is a set look-up
+            for term in [*q.terms_of(rule.query), *(t for t, _ in rule.weights)]:
+                if not term.title:
+                    by_literal.setdefault(term.literal, [])
+        self.literals = frozenset(by_literal)
         for literal, ids in by_literal.items():
-            self.automaton.add_word(literal, tuple(ids))
+            self.automaton.add_word(literal, (literal, tuple(ids)))
         self.has_literals = bool(by_literal)
         if self.has_literals:
             self.automaton.make_automaton()
@@ -331,16 +342,30 @@ class RuleSet:
         return len(self.rules)
 
     def candidates(self, doc: q.Doc) -> list[int]:
-        """Indexes of the rules the document could match (every other rule cannot)."""
-        out: set[int] = set(self.always)
+        """Indexes of the rules the document could match (every other rule cannot): those whose
+        indexed clause it meets, kept if it meets their other clauses too; and the always-checked."""
+        hit: set[int] = set()
+        present: set[q.Key] = set()
+        found: set[str] = set()
         if self.has_literals:
-            for _, ids in self.automaton.iter(doc.joined):
-                out.update(ids)
+            for _, (literal, ids) in self.automaton.iter(doc.joined):
+                if literal not in found:
+                    found.add(literal)
+                    present.add(("text", literal))
+                    hit.update(ids)
+        doc.known, doc.found = self.literals, found
         for eid in doc.entities:
-            out.update(self.by_entity.get(eid, ()))
+            key = ("entity", eid)
+            present.add(key)
+            hit.update(self.by_entity.get(eid, ()))
         for etype in doc.types:
-            out.update(self.by_type.get(etype, ()))
-        return sorted(out)
+            present.add(("type", etype))
+            hit.update(self.by_type.get(etype, ()))
+        others = self.others
+        out = [i for i in hit if all(not present.isdisjoint(c) for c in others[i])]
+        out.extend(self.always)
+        out.sort()
+        return out
 
     def match(self, doc: q.Doc, spikes: bool = True) -> list[Match]:
         rules = self.rules
