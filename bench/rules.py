@@ -209,9 +209,10 @@ def main() -> None:
         naive.append([found(r, d).rule.id for r in rules if r.matches(d)])
     naive_s = time.perf_counter() - t0
     assert fast == naive, "the matcher and the naive loop disagree"
-    # The literal AST evaluation (linear scans) agrees too, on a sample.
-    for d in docs()[:: max(1, len(articles) // 40)]:
-        assert ruleset.match_ids(d) == ruleset.match_naive(d, naive_eval=True)
+    # The literal AST evaluation (linear scans, slow) agrees too, on a sample: 1,000 rules, 20 articles.
+    sample = RuleSet(rules[:1000])
+    for d in docs()[:: max(1, len(articles) // 20)]:
+        assert sample.match_ids(d) == sample.match_naive(d, naive_eval=True)
 
     n = len(articles)
     fast_rate, naive_rate = n / best, n / naive_s

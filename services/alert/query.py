@@ -57,18 +57,17 @@ class Term:
     words: tuple[str, ...]
     prefix: bool = False
     title: bool = False
+    # the pre-filter key: the folded phrase between spaces (open at the end for a prefix)
+    literal: str = field(init=False, repr=False, compare=False)
     key: str = field(init=False, repr=False, compare=False)  # what a document caches occurrences by
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", ("T" if self.title else "") + self.literal)
+        literal = " " + " ".join(self.words) + ("" if self.prefix else " ")
+        object.__setattr__(self, "literal", literal)
+        object.__setattr__(self, "key", ("T" if self.title else "") + literal)
 
     def __hash__(self) -> int:
         return hash(self.key)
-
-    @property
-    def literal(self) -> str:
-        """The pre-filter key: the folded phrase between spaces (open at the end for a prefix)."""
-        return " " + " ".join(self.words) + ("" if self.prefix else " ")
 
 
 @dataclass(frozen=True)
@@ -555,13 +554,14 @@ def _near_fast(a: list[tuple[int, int]], b: list[tuple[int, int]], n: int, order
 def compile_node(node: Node) -> Pred:
     """A predicate over a Doc, equivalent to ``naive_eval(node, doc)``."""
     if isinstance(node, Term):
-        return lambda doc: doc.has(node)
+        literal = node.literal
+        if node.title:
+            return lambda doc: doc.has(node)
+        return lambda doc: (literal in doc.found) if literal in doc.known else doc.has(node)
     if isinstance(node, And):
-        parts = [compile_node(c) for c in _cheap_first(node.children)]
-        return lambda doc: all(p(doc) for p in parts)
+        return _chain([compile_node(c) for c in _cheap_first(node.children)], conjunction=True)
     if isinstance(node, Or):
-        parts = [compile_node(c) for c in _cheap_first(node.children)]
-        return lambda doc: any(p(doc) for p in parts)
+        return _chain([compile_node(c) for c in _cheap_first(node.children)], conjunction=False)
     if isinstance(node, Not):
         inner = compile_node(node.child)
         return lambda doc: not inner(doc)
@@ -585,6 +585,21 @@ def compile_node(node: Node) -> Pred:
     if isinstance(node, Everything):
         return lambda doc: True
     return lambda doc: False
+
+
+def _chain(parts: list[Pred], conjunction: bool) -> Pred:
+    """``all``/``any`` of the predicates as nested lambdas (no generator per call)."""
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        a, b = parts
+        return (lambda doc: a(doc) and b(doc)) if conjunction else (lambda doc: a(doc) or b(doc))
+    if len(parts) == 3:
+        a, b, c = parts
+        return ((lambda doc: a(doc) and b(doc) and c(doc)) if conjunction
+                else (lambda doc: a(doc) or b(doc) or c(doc)))
+    head, rest = parts[0], _chain(parts[1:], conjunction)
+    return (lambda doc: head(doc) and rest(doc)) if conjunction else (lambda doc: head(doc) or rest(doc))
 
 
 def _cost(node: Node) -> int:
@@ -636,7 +651,8 @@ def found_in(node: Node, doc: Doc, out: Found | None = None, negated: bool = Fal
     return out
 
 
-# A requirement: ("text", literal) for a term's folded literal, ("entity", id), ("type", type).
+# A requirement: ("text", literal) for a term's folded literal, ("entity", id), ("type", type),
+# ("lang", code), ("source", id).
 Key = tuple[str, str]
 Clauses = list[frozenset[Key]]
 
@@ -646,13 +662,17 @@ def requirements(node: Node) -> Clauses | None:
     the clause's keys (None: nothing, the rule is always checked).
 
     AND needs its children's clauses; OR one clause (a key of each child's best clause); NEAR both
-    sides'; NOT and the field filters lang: and source: need nothing on their own."""
+    sides'; NOT needs nothing. lang: and source: are keys too, the least selective ones."""
     if isinstance(node, Term):
         return [frozenset({("text", node.literal)})]
     if isinstance(node, Entity):
         return [frozenset({("entity", node.id)})]
     if isinstance(node, EntityType):
         return [frozenset({("type", node.type)})]
+    if isinstance(node, Lang):
+        return [frozenset({("lang", node.code)})]
+    if isinstance(node, Source):
+        return [frozenset({("source", node.id)})]
     if isinstance(node, Nothing):
         return [frozenset()]
     if isinstance(node, Or):
@@ -688,6 +708,8 @@ def _selectivity(keys: AbstractSet[Key] | None) -> float:
             score += 0.2
         elif kind == "type":
             score += 5.0
+        elif kind in ("lang", "source"):
+            score += 20.0
         else:
             words = value.split()
             length = len(value.strip())

@@ -6,10 +6,11 @@ EMM-style weighted list (``weights`` + ``threshold``), or both; the list keys of
 to the same query AST (ANDed with ``query`` when both are given). A ``spike`` turns a rule into a
 volume rule (services/alert/spike.py). See docs/rules.md for the file format and examples.
 
-``RuleSet`` matches many rules fast: one Aho-Corasick automaton over the literal each rule
-requires (the most selective term of an AND, every term of an OR), an index of required entity
-ids and types, and the few rules that require nothing (pure NOT, lang:-only) checked always; only
-these candidates are evaluated. ``RuleSet.match_naive`` is the loop over every rule, for checks.
+``RuleSet`` matches many rules fast: one Aho-Corasick automaton over the literals of the rules'
+terms; each rule is indexed by its most selective required clause (a term, any term of an OR, an
+entity id or type, a language or source) and kept only if the document meets its other clauses;
+the few rules that require nothing (a pure NOT) are checked always; only these candidates are
+evaluated. ``RuleSet.match_naive`` is the loop over every rule, for checks.
 """
 
 from __future__ import annotations
@@ -72,7 +73,14 @@ class Rule:
     pred: q.Pred = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "pred", q.compile_node(self.query))
+        pred = q.compile_node(self.query)
+        if self.weights:
+            weights, threshold = self.weights, self.threshold
+            query_pred = pred
+
+            def pred(doc: q.Doc) -> bool:
+                return query_pred(doc) and sum(w for t, w in weights if doc.has(t)) >= threshold
+        object.__setattr__(self, "pred", pred)
 
     def requires(self) -> q.Clauses | None:
         """Clauses a matching document must meet (see ``query.requirements``), most selective first."""
@@ -86,8 +94,10 @@ class Rule:
         return sum(w for t, w in self.weights if present(t))
 
     def matches(self, doc: q.Doc, naive: bool = False) -> bool:
-        ok = q.naive_eval(self.query, doc) if naive else self.pred(doc)
-        return ok and (not self.weights or self.score(doc, naive) >= self.threshold)
+        """Whether the rule matches (``naive``: by the literal AST evaluation, for checks)."""
+        if not naive:
+            return self.pred(doc)
+        return q.naive_eval(self.query, doc) and (not self.weights or self.score(doc, True) >= self.threshold)
 
 
 @dataclass
@@ -220,7 +230,8 @@ def _spike(raw: SpikeDoc, where: str, n: int) -> Spike:
         if raw.ratio <= 1 or not raw.baseline_hours or raw.baseline_hours * 60 <= raw.window_minutes:
             raise RuleError(f"{where}: a ratio spike needs ratio > 1 and baseline_hours longer than the window "
                             f"- at `{at}`")
-        return Spike(raw.window_minutes, max(1, raw.min_articles or 1), max(1, raw.min_sources or 1), raw.ratio,
+        # a quiet baseline makes any article a jump: at least 3 articles (min_articles) in the window
+        return Spike(raw.window_minutes, max(1, raw.min_articles or 3), max(1, raw.min_sources or 1), raw.ratio,
                      raw.baseline_hours)
     if raw.min_articles is None or raw.min_articles < 1:
         raise RuleError(f"{where}: spike needs min_articles >= 1 (and optionally min_sources), or ratio and "
@@ -309,8 +320,7 @@ class RuleSet:
         self.by_id = {r.id: r for r in self.rules}
         self.automaton: Any = ahocorasick.Automaton()
         by_literal: dict[str, list[int]] = {}
-        self.by_entity: dict[str, list[int]] = {}
-        self.by_type: dict[str, list[int]] = {}
+        self.by_field: dict[q.Key, list[int]] = {}  # ("entity"|"type"|"lang"|"source", value) → rules
         self.always: list[int] = []
         self.others: list[tuple[frozenset[q.Key], ...]] = []  # each rule's clauses but the indexed one
         for i, rule in enumerate(self.rules):
@@ -325,8 +335,10 @@ class RuleSet:
                     if kind == "text":
                         by_literal.setdefault(value, [])
             for kind, value in clauses[0]:
-                index = by_literal if kind == "text" else self.by_entity if kind == "entity" else self.by_type
-                index.setdefault(value, []).append(i)
+                if kind == "text":
+                    by_literal.setdefault(value, []).append(i)
+                else:
+                    self.by_field.setdefault((kind, value), []).append(i)
         for rule in self.rules:  # every term's literal, so that a term's presence is a set look-up
             for term in [*q.terms_of(rule.query), *(t for t, _ in rule.weights)]:
                 if not term.title:
@@ -354,13 +366,13 @@ class RuleSet:
                     present.add(("text", literal))
                     hit.update(ids)
         doc.known, doc.found = self.literals, found
-        for eid in doc.entities:
-            key = ("entity", eid)
+        fields: list[q.Key] = [("entity", eid) for eid in doc.entities]
+        fields.extend(("type", etype) for etype in doc.types)
+        fields.extend((("lang", doc.lang), ("source", doc.source)))
+        by_field = self.by_field
+        for key in fields:
             present.add(key)
-            hit.update(self.by_entity.get(eid, ()))
-        for etype in doc.types:
-            present.add(("type", etype))
-            hit.update(self.by_type.get(etype, ()))
+            hit.update(by_field.get(key, ()))
         others = self.others
         out = [i for i in hit if all(not present.isdisjoint(c) for c in others[i])]
         out.extend(self.always)
@@ -370,11 +382,11 @@ class RuleSet:
     def match(self, doc: q.Doc, spikes: bool = True) -> list[Match]:
         rules = self.rules
         return [found(rules[i], doc) for i in self.candidates(doc)
-                if (spikes or rules[i].spike is None) and rules[i].matches(doc)]
+                if rules[i].pred(doc) and (spikes or rules[i].spike is None)]
 
     def match_ids(self, doc: q.Doc) -> list[str]:
         rules = self.rules
-        return [rules[i].id for i in self.candidates(doc) if rules[i].matches(doc)]
+        return [rules[i].id for i in self.candidates(doc) if rules[i].pred(doc)]
 
     def match_naive(self, doc: q.Doc, naive_eval: bool = False) -> list[str]:
         """Ids of the matching rules by the loop over every rule (no pre-filter)."""

@@ -94,3 +94,29 @@ def test_slack_body() -> None:
     body = json.loads(body_of(alert, "slack"))
     assert body["text"].startswith(":warning: *Karabakh*: <http://x/1|Titre>\nun «cessez-le-feu»")
     assert json.loads(body_of(alert, "json"))["schema"] == "alert/2"
+
+
+def test_ratio_spike_against_the_rolling_baseline(tmp_path: Path, redis_url: str) -> None:
+    rules = "rules:\n  - {id: r, query: séisme, spike: {window_minutes: 10, ratio: 3, baseline_hours: 1}}\n"
+    s = stage(tmp_path, redis_url, rules)
+    t = 10_000.0
+    for n in range(5):  # the baseline: 5 articles in the 50 minutes before the window
+        assert alerts(s, article(n, "Un séisme.", f"s{n}", at=t - 3000 + n * 500)) == []
+    # threshold: 3 x 5 articles x (10 min / 50 min) = 3 articles in the window
+    assert alerts(s, article(10, "Un séisme.", "s1", at=t)) == []
+    assert alerts(s, article(11, "Un séisme.", "s2", at=t + 10)) == []
+    [a] = alerts(s, article(12, "Un séisme.", "s3", at=t + 20))
+    assert a.article_count == 3
+
+
+def test_spike_and_webhook_keys_are_validated() -> None:
+    from services.alert.rules import RuleError, parse_rules
+    cases: list[tuple[dict[str, object], str]] = [({"query": "x", "spike": {"window_minutes": 10}}, "min_articles"),
+                          ({"query": "x", "spike": {"window_minutes": 10, "ratio": 0.5, "baseline_hours": 1}},
+                           "ratio > 1"),
+                          ({"query": "x", "severity": "urgent"}, "info, warning, critical"),
+                          ({"query": "x", "webhooks": [{"url": "http://h", "format": "teams"}]}, "json, slack"),
+                          ({"query": "x", "cooldown_minutes": -1}, "cooldown_minutes")]
+    for rule, message in cases:
+        with pytest.raises(RuleError, match=message):
+            parse_rules({"rules": [{"id": "v", **rule}]})
