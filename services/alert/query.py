@@ -381,7 +381,9 @@ _NON_WORD = re.compile(r"\W+")
 
 def _joined(text: str) -> str:
     """" w1 w2 … " : the folded words of ``text`` between single spaces (the words of ``folded_words``)."""
-    return _NON_WORD.sub(" ", " " + text.translate(FOLD_TABLE) + " ")
+    # ASCII folds to lower case: the other changes (apostrophes, dashes, spaces) are to non-word characters
+    folded = text.lower() if text.isascii() else text.translate(FOLD_TABLE)
+    return _NON_WORD.sub(" ", " " + folded + " ")
 
 
 class Doc:

@@ -164,3 +164,13 @@ def test_fast_folded_words_are_the_words_of_fold(text: str) -> None:
 
     from shared.text import fold, folded_words
     assert folded_words(text) == re.findall(r"\w+", fold(text)[0])
+
+
+@given(st.one_of(st.text(max_size=80), st.text(st.characters(max_codepoint=127), max_size=80)))
+@settings(max_examples=400, deadline=None)
+def test_a_documents_joined_words_are_the_folded_words(text: str) -> None:
+    from shared.text import folded_words
+    d = doc(text, title=text[:10])
+    words = folded_words(text[:10]) + folded_words(text)
+    assert d.joined == (" " + " ".join(words) + " " if words else " ")
+    assert d.words == folded_words(text[:10]) + folded_words(text) and d.n_title == len(folded_words(text[:10]))
