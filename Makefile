@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 NW := .venv/bin/newswatch
 
-.PHONY: run test test-unit test-integration bench bench-clean bench-entities bench-fetch lint install install-dev clean
+.PHONY: run test test-unit test-integration bench bench-clean bench-entities bench-fetch bench-rules lint install install-dev clean
 
 install:
 	@./infra/install.sh
@@ -33,6 +33,7 @@ bench: install-dev
 	$(PY) bench/near_dups.py
 	$(PY) bench/entities.py
 	$(PY) bench/fetch.py
+	$(PY) bench/rules.py
 
 ## bench-fetch: feed polls per second on one core against 5,000 simulated feeds on 500 hosts
 bench-fetch: install-dev
@@ -41,6 +42,10 @@ bench-fetch: install-dev
 ## bench-entities: NER scores, tagging throughput and the seeds check
 bench-entities: install-dev
 	$(PY) bench/entities.py
+
+## bench-rules: 10,000 generated rules over real articles, matcher vs the naive loop
+bench-rules: install-dev
+	$(PY) bench/rules.py
 
 ## bench-clean: the clean service's benchmarks only (extraction, near-duplicates)
 bench-clean: install-dev

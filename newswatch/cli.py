@@ -148,34 +148,47 @@ def entities(paths: Annotated[list[Path] | None, typer.Argument(help="HTML pages
     _each(jsonl, paths or [], one)
 
 
-@rules_app.command("test")
-def rules_test(rules: Annotated[Path, typer.Argument(help="rules YAML")],
-               articles: Annotated[list[Path], typer.Argument(help="HTML pages or text dumps")]) -> None:
-    """Which rules an article matches, through the same extract → langdetect → entities steps."""
-    from services.alert.rules import RuleError, load_rules, match_article
-    from services.entities.kb import load_table
-    from services.entities.match import Matcher
-    from services.entities.service import tag
-    from services.langdetect.service import label
-    from shared import events
+def _load_rules_or_exit(path: Path) -> Any:
+    from services.alert.rules import RuleError, RuleSet, load_rules
 
     try:
-        loaded = load_rules(str(rules))
+        return RuleSet(load_rules(str(path)))
     except RuleError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
-    matcher = Matcher(load_table())
+
+
+@rules_app.command("check")
+def rules_check(rules: Annotated[Path, typer.Argument(help="rules YAML")]) -> None:
+    """Validate a rules file: exit 0 and a summary, or exit 2 with the rule, the place and what was expected."""
+    ruleset = _load_rules_or_exit(rules)
+    spikes = sum(1 for r in ruleset.rules if r.spike is not None)
+    typer.echo(f"{rules}: {len(ruleset)} rules ok ({spikes} spike rules; {len(ruleset.always)} checked on "
+               "every article)")
+
+
+@rules_app.command("test")
+def rules_test(rules: Annotated[Path, typer.Argument(help="rules YAML")],
+               articles: Annotated[list[Path] | None, typer.Argument(help="HTML pages or text dumps")] = None,
+               jsonl: JsonlOpt = False) -> None:
+    """Which rules articles match, through what the services run: extract, langdetect, entities (table,
+    NER, linker, watchlist: NEWSWATCH_ENTITY_TABLE, NEWSWATCH_WATCHLIST, NEWSWATCH_NER_LANGUAGES)."""
+    from services.alert.rules import match_article
+    from services.entities.ner import Recognisers
+    from services.entities.service import tag_labelled, watched_tagger
+    from services.langdetect.service import label
+    from shared.settings import Settings
+
+    ruleset = _load_rules_or_exit(rules)
+    settings = Settings.from_env()
+    tagger = watched_tagger(settings.entity_table, settings.watchlist).value
+    recognisers = Recognisers(settings.ner_language_list)
 
     def one(record: dict[str, Any]) -> dict[str, Any]:
-        labelled = label(_article(record))
-        art = labelled.article
-        tagged = events.TaggedArticle(id=labelled.id, article=art, language=labelled.language,
-                                      entities=tag(matcher, art.title, art.text))
-        matches = match_article(loaded, tagged)
-        return {"title": art.title, "lang": tagged.language.lang,
-                "entities": sorted(e.id for e in tagged.entities),
-                "matches": [{"rule": m.rule.id, "terms": m.terms, "entities": m.entities} for m in matches]}
-    _each(False, articles, one)
+        tagged = tag_labelled(tagger, recognisers, label(_article(record)))
+        return {"matches": [{"rule": m.rule.id, "terms": m.terms, "entities": m.entities}
+                            for m in match_article(ruleset, tagged)]}
+    _each(jsonl, articles or [], one)
 
 
 @app.command()
@@ -203,9 +216,44 @@ def topics_create() -> None:
     typer.echo(json.dumps({"created": created}))
 
 
+_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+def parse_since(value: str, now: float) -> float:
+    """Epoch seconds of ``--since``: a duration ago (90s, 15m, 2h, 1d) or an ISO 8601 time."""
+    import re
+    from datetime import UTC, datetime
+
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value.strip())
+    if found:
+        return now - float(found.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[found.group(2)]
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise typer.BadParameter(f"--since {value!r}: expected a duration (15m, 2h, 1d) or an ISO 8601 time") from exc
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def alert_filter(rules: list[str], severity: str | None, since: float | None) -> Callable[[Any], bool]:
+    """Whether an alert passes ``alerts tail``'s filters (rule ids, minimum severity, created since)."""
+    if severity is not None and severity not in _SEVERITY_RANK:
+        raise typer.BadParameter(f"--severity {severity!r}: one of info, warning, critical")
+    floor = _SEVERITY_RANK.get(severity or "info", 0)
+
+    def keep(alert: Any) -> bool:
+        return ((not rules or alert.rule_id in rules) and _SEVERITY_RANK.get(alert.severity, 0) >= floor
+                and (since is None or alert.created_at >= since))
+    return keep
+
+
 @alerts_app.command("tail")
-def alerts_tail(as_json: Annotated[bool, typer.Option("--json", help="One JSON alert a line")] = False) -> None:
-    """Print alerts as they arrive (from the start of the topic)."""
+def alerts_tail(as_json: Annotated[bool, typer.Option("--json", help="One JSON alert a line")] = False,
+                rule: Annotated[list[str] | None, typer.Option("--rule", help="Only this rule (repeatable)")] = None,
+                severity: Annotated[str | None, typer.Option(help="At least this severity: info, warning, "
+                                                                   "critical")] = None,
+                since: Annotated[str | None, typer.Option(help="Only alerts made since: 15m, 2h, 1d or an ISO "
+                                                                "8601 time")] = None) -> None:
+    """Print alerts as they arrive (from the start of the topic), filtered."""
     import asyncio
     import signal
 
@@ -216,8 +264,11 @@ def alerts_tail(as_json: Annotated[bool, typer.Option("--json", help="One JSON a
     from shared.settings import Settings
 
     console = Console()
+    keep = alert_filter(rule or [], severity, parse_since(since, time.time()) if since else None)
 
     def show(alert: events.Alert) -> None:
+        if not keep(alert):
+            return
         if as_json:
             sys.stdout.write(events.encode(alert).decode() + "\n")
             sys.stdout.flush()

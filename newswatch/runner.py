@@ -78,12 +78,16 @@ def format_alert(alert: events.Alert, elapsed: float | None = None) -> Text:
     line = Text()
     if elapsed is not None:
         line.append(f"[{elapsed:6.1f}s] ", style="dim")
-    line.append("ALERT ", style="bold red")
+    line.append("SPIKE " if alert.kind == "spike" else "ALERT ", style="bold red")
+    if alert.severity != "info":
+        line.append(f"{alert.severity.upper()} ", style="bold yellow")
     line.append(f"{alert.rule_id}", style="bold")
     line.append(f" ({alert.rule_name}) ", style="dim")
     line.append(f"[{alert.lang}] ", style="cyan")
     line.append(alert.title or "(untitled)", style="bold white")
     line.append(f"\n          {alert.source} · {alert.url}", style="dim")
+    if alert.kind == "spike":
+        line.append(f"\n          {alert.article_count} articles from {', '.join(alert.sources)}", style="yellow")
     if alert.matched_entities or alert.matched_terms:
         line.append(f"\n          matched: {', '.join(alert.matched_entities + alert.matched_terms)}", style="green")
     return line

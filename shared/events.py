@@ -109,10 +109,11 @@ class TaggedArticle(Event, tag="tagged_article/1"):
     entities: list[EntityHit] = msgspec.field(default_factory=list)
 
 
-class Alert(Event, tag="alert/1"):
-    """alert → users: one rule matched one story. Key: the rule id (one rule's alerts stay in order)."""
+class Alert(Event, tag="alert/2"):
+    """alert → users: one rule matched one story, or a spike rule crossed its threshold. Key: the rule id
+    (one rule's alerts stay in order)."""
 
-    id: str  # alert id: rule id + story id
+    id: str  # alert id: rule id + story id (a spike: rule id + "spike" + the crossing's time)
     rule_id: str
     rule_name: str
     story_id: str
@@ -121,11 +122,17 @@ class Alert(Event, tag="alert/1"):
     title: str
     source: str
     lang: str
-    published: str
-    created_at: float
+    published: str  # the article's publication time (ISO 8601), as the page gave it
+    created_at: float  # epoch seconds: when the alert was made
+    severity: str = "info"  # info, warning, critical
+    matched_at: float = 0.0  # epoch seconds: when the article matched the rule
     matched_terms: list[str] = msgspec.field(default_factory=list)
     matched_entities: list[str] = msgspec.field(default_factory=list)
-    snippet: str = ""
+    snippet: str = ""  # a piece of the text with the matched terms marked «like this»
+    kind: str = "match"  # "match" (one story) or "spike" (volume)
+    article_count: int = 0  # spike: articles in the window
+    sources: list[str] = msgspec.field(default_factory=list)  # spike: their distinct sources
+    top_titles: list[str] = msgspec.field(default_factory=list)  # spike: the latest titles
 
 
 class DeadLetter(Event, tag="dead_letter/2"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import uuid
 
@@ -37,9 +38,30 @@ class WebhookError(PoisonInput):
     """Every attempt failed, or the receiver refused the alert: the alert is dead-lettered."""
 
 
-async def post_alert(client: httpx.AsyncClient, url: str, alert: events.Alert, attempts: int) -> None:
+def slack_body(alert: events.Alert) -> dict[str, object]:
+    """A Slack-compatible message (incoming webhooks; Mattermost and Rocket.Chat take it too)."""
+    icon = {"critical": ":rotating_light:", "warning": ":warning:"}.get(alert.severity, ":newspaper:")
+    if alert.kind == "spike":
+        head = f"{icon} *{alert.rule_name}*: {alert.article_count} articles from {len(alert.sources)} sources"
+        detail = "\n".join(f"• {t}" for t in alert.top_titles)
+    else:
+        head = f"{icon} *{alert.rule_name}*: <{alert.url}|{alert.title or alert.url}>"
+        detail = alert.snippet
+    matched = ", ".join(alert.matched_entities + alert.matched_terms)
+    text = f"{head}\n{detail}" + (f"\nmatched: {matched}" if matched else "")
+    return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}},
+                                     {"type": "context", "elements": [{"type": "mrkdwn", "text":
+                                      f"{alert.severity} · {alert.source} · {alert.lang} · {alert.id}"}]}]}
+
+
+def body_of(alert: events.Alert, fmt: str) -> bytes:
+    return json.dumps(slack_body(alert), ensure_ascii=False).encode() if fmt == "slack" else events.encode(alert)
+
+
+async def post_alert(client: httpx.AsyncClient, url: str, alert: events.Alert, attempts: int,
+                     fmt: str = "json") -> None:
     """POST the alert; retry on network errors and 5xx/429 with backoff; raise WebhookError at the end."""
-    body = events.encode(alert)
+    body = body_of(alert, fmt)
     last = ""
     for attempt in range(1, attempts + 1):
         wait: float | None = None
@@ -68,7 +90,7 @@ def delivered_key(alert_id: str, url: str) -> str:
 
 
 async def deliver_once(redis: aioredis.Redis, client: httpx.AsyncClient, url: str, alert: events.Alert,
-                       attempts: int, claim_seconds: float, done_ttl: int) -> bool:
+                       attempts: int, claim_seconds: float, done_ttl: int, fmt: str = "json") -> bool:
     """POST the alert to ``url`` unless it was delivered already; False when skipped as done."""
     key = delivered_key(alert.id, url)
     token = f"pending:{uuid.uuid4().hex}"
@@ -79,7 +101,7 @@ async def deliver_once(redis: aioredis.Redis, client: httpx.AsyncClient, url: st
         # Another consumer is delivering it right now (or died doing so: its claim expires).
         raise TransientError(f"delivery of {alert.id} to {url} is claimed by another consumer")
     try:
-        await post_alert(client, url, alert, attempts)
+        await post_alert(client, url, alert, attempts, fmt)
     except BaseException:
         await redis.eval(_RELEASE, 1, key, token)
         raise

@@ -17,28 +17,34 @@ import httpx
 import redis.asyncio as aioredis
 
 from services.alert.deliver import deliver_once
-from services.alert.rules import Match, Rule, load_rules, match_article
+from services.alert.rules import Match, Rule, RuleSet, load_rules, match_article
+from services.alert.snippet import marked_snippet
+from services.alert.spike import Spikes
 from shared import events, metrics, pipeline, redis_store
 from shared.runtime import Emit, cpu
 from shared.settings import Settings
 from shared.topics import ALERTS
 from shared.watched import Watched
 
+# Releases a claim only if this article still holds it.
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
 
-def make_alert(match: Match, tagged: events.TaggedArticle) -> events.Alert:
+
+def make_alert(match: Match, tagged: events.TaggedArticle, now: float | None = None) -> events.Alert:
     article = tagged.article
     story = article.story_id or article.id
+    now = time.time() if now is None else now
     return events.Alert(
         id=f"{match.rule.id}:{story}", rule_id=match.rule.id, rule_name=match.rule.name, story_id=story,
         article_id=article.id, url=article.canonical_url or article.url, title=article.title,
         source=article.source, lang=tagged.language.lang, published=article.published,
-        created_at=time.time(), matched_terms=match.terms, matched_entities=match.entities,
-        snippet=article.text[:280],
+        created_at=now, matched_at=now, severity=match.rule.severity, matched_terms=match.terms,
+        matched_entities=match.entities, snippet=marked_snippet(article.text, match.term_nodes),
     )
 
 
-def watched_rules(path: str) -> Watched[list[Rule]]:
-    return Watched("rules", [path], lambda: load_rules(path))
+def watched_rules(path: str) -> Watched[RuleSet]:
+    return Watched("rules", [path], lambda: RuleSet(load_rules(path)))
 
 
 class AlertStage:
@@ -46,30 +52,50 @@ class AlertStage:
 
     decl: ClassVar[pipeline.StageDecl] = pipeline.ALERT
 
-    def __init__(self, settings: Settings, rules: Watched[list[Rule]]) -> None:
+    def __init__(self, settings: Settings, rules: Watched[RuleSet]) -> None:
         self.settings = settings
         self.rules = rules
         self.redis: aioredis.Redis = redis_store.connect(settings.redis_url)
+        self.spikes = Spikes(self.redis)
 
     async def start(self) -> None:
         await self.redis.ping()
+
+    async def _cooldown_free(self, rule: Rule, alert: events.Alert, fired: str, article_id: str) -> bool:
+        """Whether the rule may alert for this story now: it takes the rule's cooldown key
+        (``nw:alert:cooldown:<rule>``, holding the story, for ``cooldown_minutes``). In another
+        story's cooldown, the (rule, story) claim is given back: the story is not alerted."""
+        key = f"nw:alert:cooldown:{rule.id}"
+        held = await self.redis.set(key, alert.story_id, nx=True, ex=max(1, int(rule.cooldown_minutes * 60)),
+                                    get=True)
+        if held is None or redis_store.as_str(held) == alert.story_id:
+            return True
+        await self.redis.eval(_RELEASE, 1, fired, article_id)
+        return False
 
     async def process(self, tagged: events.TaggedArticle) -> list[Emit]:
         await self.rules.refresh()
         out: list[Emit] = []
         ttl = self.settings.dedup_ttl_days * 86400
-        for match in await cpu(match_article, self.rules.value, tagged):
+        matches = await cpu(match_article, self.rules.value, tagged)
+        for match in matches:
+            if match.rule.spike is not None:
+                continue
             alert = make_alert(match, tagged)
             # The first article of the story to match claims the (rule, story); only that article's
             # input publishes, and only once (the once-key), however often it is redelivered.
-            holder = await self.redis.set(f"nw:alert:fired:{alert.rule_id}:{alert.story_id}",
-                                          tagged.id, nx=True, ex=ttl, get=True)
-            if holder is None or redis_store.as_str(holder) == tagged.id:
-                out.append(Emit(ALERTS, alert.rule_id, alert,
-                                once_key=f"nw:alert:sent:{alert.rule_id}:{alert.story_id}"))
-                metrics.ALERTS_FIRED.labels(alert.rule_id).inc()
-            else:
+            fired = f"nw:alert:fired:{alert.rule_id}:{alert.story_id}"
+            holder = await self.redis.set(fired, tagged.id, nx=True, ex=ttl, get=True)
+            if holder is not None and redis_store.as_str(holder) != tagged.id:
                 metrics.ALERTS_SUPPRESSED.labels(alert.rule_id).inc()
+                continue
+            if match.rule.cooldown_minutes > 0 and not await self._cooldown_free(match.rule, alert, fired, tagged.id):
+                metrics.ALERTS_SUPPRESSED.labels(alert.rule_id).inc()
+                continue
+            out.append(Emit(ALERTS, alert.rule_id, alert,
+                            once_key=f"nw:alert:sent:{alert.rule_id}:{alert.story_id}"))
+            metrics.ALERTS_FIRED.labels(alert.rule_id).inc()
+        out.extend(await self.spikes.observe([m for m in matches if m.rule.spike is not None], tagged))
 
         async def done() -> None:
             # The last stage has the article and its alerts are on the broker: fetch never fetches the URL again.
@@ -87,7 +113,7 @@ class WebhookStage:
 
     decl: ClassVar[pipeline.StageDecl] = pipeline.WEBHOOKS
 
-    def __init__(self, settings: Settings, rules: Watched[list[Rule]]) -> None:
+    def __init__(self, settings: Settings, rules: Watched[RuleSet]) -> None:
         self.settings = settings
         self.rules = rules
         self.redis: aioredis.Redis = redis_store.connect(settings.redis_url)
@@ -100,12 +126,12 @@ class WebhookStage:
     async def process(self, alert: events.Alert) -> list[Emit]:
         assert self.client is not None
         await self.rules.refresh()
-        rule = next((r for r in self.rules.value if r.id == alert.rule_id), None)
+        rule = self.rules.value.by_id.get(alert.rule_id)
         # the longest a delivery can take: every attempt timing out, plus the waits between them
         claim = self.settings.webhook_retries * (self.settings.webhook_timeout + 10.0) + 30.0
-        for url in rule.webhooks if rule else ():
-            await deliver_once(self.redis, self.client, url, alert, self.settings.webhook_retries, claim,
-                               self.settings.dedup_ttl_days * 86400)
+        for hook in rule.webhooks if rule else ():
+            await deliver_once(self.redis, self.client, hook.url, alert, self.settings.webhook_retries, claim,
+                               self.settings.dedup_ttl_days * 86400, hook.format)
         return []
 
 

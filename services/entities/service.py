@@ -70,6 +70,15 @@ def watched_tagger(entity_table: str, watchlist: str) -> Watched[Tagger]:
     return Watched("entity table", paths, build)
 
 
+def tag_labelled(tagger: Tagger, recognisers: Recognisers, labelled: events.LabelledArticle) -> events.TaggedArticle:
+    """What the stage does to one article (the CLI's `rules test` calls it too): table, NER of the
+    article's language, linker."""
+    article = labelled.article
+    recogniser = recognisers.for_language(labelled.language.lang)
+    return events.TaggedArticle(id=labelled.id, article=article, language=labelled.language,
+                                entities=tag(tagger.matcher, article.title, article.text, recogniser, tagger.linker))
+
+
 class EntitiesStage:
     decl: ClassVar[pipeline.StageDecl] = pipeline.ENTITIES
 
@@ -84,11 +93,7 @@ class EntitiesStage:
             await cpu(self.recognisers.for_language, lang)
 
     def _tag(self, tagger: Tagger, labelled: events.LabelledArticle) -> events.TaggedArticle:
-        article = labelled.article
-        recogniser = self.recognisers.for_language(labelled.language.lang)
-        return events.TaggedArticle(id=labelled.id, article=article, language=labelled.language,
-                                    entities=tag(tagger.matcher, article.title, article.text, recogniser,
-                                                 tagger.linker))
+        return tag_labelled(tagger, self.recognisers, labelled)
 
     async def process(self, labelled: events.LabelledArticle) -> list[Emit]:
         await self.tagger.refresh()

@@ -143,7 +143,7 @@ def test_poison_messages_are_dead_lettered_and_services_keep_going(pipeline: Set
         ARTICLES_TOPIC: b'{"schema": "article/9", "id": "x"}',
         LABELLED: b'{"schema": "labelled_article/1", "id": "y"}',
         TAGGED: b"[1, 2, 3]",
-        ALERTS: b'{"schema": "alert/1"}',
+        ALERTS: b'{"schema": "alert/2"}',
     }
     for spec, payload in poison.items():
         producer.send(spec.name(pipeline.topic_prefix), key=f"poison-{spec.suffix}".encode(), value=payload)

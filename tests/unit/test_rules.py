@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.alert.rules import RuleError, load_rules, match_article, parse_rules
+from services.alert import query as q
+from services.alert.rules import RuleError, Webhook, load_rules, match_article, parse_rules
 from services.alert.service import watched_rules
 from shared import events
 
@@ -63,9 +64,9 @@ def test_bad_rules_say_what_is_wrong(doc: dict, message: str) -> None:
 def test_short_forms_are_accepted() -> None:
     (rule,) = rules({"id": 2024, "any": "ceasefire", "all": [2024], "languages": "en", "webhook": "https://h/x",
                      "webhooks": None, "none": ""})
-    assert (rule.id, rule.name, [t.words for t in rule.any], [t.words for t in rule.all]) == (
-        "2024", "2024", [("ceasefire",)], [("2024",)])
-    assert rule.languages == {"en"} and rule.webhooks == ("https://h/x",) and rule.none == ()
+    assert (rule.id, rule.name) == ("2024", "2024")
+    assert rule.query == q.And((q.Or((q.Lang("en"),)), q.make_term("2024"), q.Or((q.make_term("ceasefire"),))))
+    assert rule.webhooks == (Webhook("https://h/x"),)
 
 
 def test_demo_rules_file_loads() -> None:
@@ -80,13 +81,32 @@ def test_rules_reload_keeps_old_rules_on_error(tmp_path: Path) -> None:
     source = watched_rules(str(path))
     path.write_text("rules:\n  - {id: b, any: [y]}\n")
     os.utime(path, (1, 1))
-    assert asyncio.run(source.refresh(force=True)) and source.value[0].id == "b"
+    assert asyncio.run(source.refresh(force=True)) and source.value.rules[0].id == "b"
     path.write_text("rules: [{id: c}]\n")
     os.utime(path, (2, 2))
-    assert not asyncio.run(source.refresh(force=True)) and source.value[0].id == "b"
+    assert not asyncio.run(source.refresh(force=True)) and source.value.rules[0].id == "b"
     assert "rule c: needs at least one" in source.error
     # A file saved in Latin-1 is refused at reload, with the line, and the old rules stay.
     path.write_bytes("rules:\n  - {id: d, any: [négociations]}\n".encode("latin-1"))
     os.utime(path, (3, 3))
-    assert not asyncio.run(source.refresh(force=True)) and source.value[0].id == "b"
+    assert not asyncio.run(source.refresh(force=True)) and source.value.rules[0].id == "b"
     assert "line 2" in source.error and "not UTF-8" in source.error
+
+
+def test_weighted_lists_with_a_threshold_and_a_query() -> None:
+    r = rules({"id": "w", "weights": {"pachinian": 2, "erevan": 1, "arménie": 1, "football": -3}, "threshold": 3},
+              {"id": "wq", "weights": {"pachinian": 2, "erevan": 1}, "threshold": 3, "query": "lang:fr"})
+    text = "Nikol Pachinian est rentré à Erevan."
+    assert [(m.rule.id, m.terms) for m in match_article(r, tagged(text))] == [
+        ("w", ["pachinian", "erevan"]), ("wq", ["pachinian", "erevan"])]
+    assert [m.rule.id for m in match_article(r, tagged(text, lang="en"))] == ["w"]
+    assert [m.rule.id for m in match_article(r, tagged("Pachinian, Erevan, football"))] == ["wq"]  # w: 2+1-3 < 3
+    assert match_article(r, tagged("Pachinian Pachinian Pachinian")) == []  # distinct terms count once
+    with pytest.raises(RuleError, match="weights need a threshold"):
+        rules({"id": "x", "weights": {"a": 1}})
+
+
+def test_query_and_list_keys_combine() -> None:
+    r = rules({"id": "c", "query": '"cessez-le-feu" OR trêve', "languages": ["fr"], "entities_any": ["Q1"]})
+    assert match_article(r, tagged("Une trêve.", entity_ids=("Q1",)))[0].entities == ["Q1"]
+    assert match_article(r, tagged("Une trêve.")) == []
