@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,33 +25,9 @@ from shared import events
 from shared.settings import Settings
 from shared.topics import ALERTS, TAGGED, create_topics
 from tests.integration.test_pipeline import read_topic
+from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
-
-
-class Receiver:
-    """Answers POSTs with the statuses of ``script`` in turn, then 200."""
-
-    def __init__(self) -> None:
-        self.script: list[int] = [500, 500]
-        self.posts: list[tuple[str, int]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", "0")))
-                status = receiver.script.pop(0) if receiver.script else 200
-                receiver.posts.append((self.headers.get("x-newswatch-alert-id", ""), status))
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 RULES = """rules:
@@ -108,7 +82,7 @@ def tagged(n: str, text: str, story: str = "", source: str = "s1", at: float | N
 @pytest.fixture(scope="module")
 def alerting(broker_port: int, redis_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alerting]:
     workdir = tmp_path_factory.mktemp("alerting")
-    receiver = Receiver()
+    receiver = Receiver([500, 500])
     rules = workdir / "rules.yaml"
     rules.write_text(RULES % receiver.url)
     env = {
@@ -129,7 +103,7 @@ def alerting(broker_port: int, redis_port: int, tmp_path_factory: pytest.TempPat
         yield run
     finally:
         local.stop(run.procs)
-        receiver.server.shutdown()
+        receiver.close()
 
 
 def test_a_republished_story_alerts_once_and_its_webhook_is_delivered_once(alerting: Alerting) -> None:
@@ -140,11 +114,12 @@ def test_a_republished_story_alerts_once_and_its_webhook_is_delivered_once(alert
     assert [a.id for a in once] == ["once:story-1"]
     assert "«cessez-le-feu» au «Karabakh»" in once[0].snippet
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any(s == 200 for _, s in alerting.receiver.posts):
+    while time.monotonic() < deadline and not any(p.status == 200 for p in alerting.receiver.posts):
         time.sleep(0.2)
     time.sleep(2)
     # the receiver failed twice (500, 500), then answered: one delivery
-    assert alerting.receiver.posts == [("once:story-1", 500), ("once:story-1", 500), ("once:story-1", 200)]
+    assert [(p.alert_id, p.status) for p in alerting.receiver.posts] == [
+        ("once:story-1", 500), ("once:story-1", 500), ("once:story-1", 200)]
 
 
 def test_a_spike_fires_once_per_crossing_across_a_restart(alerting: Alerting) -> None:

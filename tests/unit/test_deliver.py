@@ -5,10 +5,7 @@ once done."""
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -20,42 +17,14 @@ from services.alert.deliver import WebhookError, deliver_once, delivered_key
 from shared import events
 from shared.failures import Kind, TransientError, classify
 from shared.retry import Backoff
-
-
-class Receiver:
-    """Answers each POST with the next status of ``script`` (then 200), slowly if asked."""
-
-    def __init__(self) -> None:
-        self.script: list[int] = []
-        self.posts: list[tuple[float, str]] = []
-        self.delay = 0.0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", "0")))
-                receiver.posts.append((time.monotonic(), self.headers.get("x-newswatch-alert-id", "")))
-                time.sleep(receiver.delay)
-                status = receiver.script.pop(0) if receiver.script else 200
-                self.send_response(status)
-                if status in (429, 503):
-                    self.send_header("retry-after", "1")
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+from tests.webhook_receiver import Receiver
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
-    r.server.shutdown()
+    r.close()
 
 
 @pytest.fixture
@@ -85,7 +54,7 @@ def _deliver(redis_url: str, url: str, consumers: int = 1, attempts: int = 3) ->
 def test_concurrent_consumers_post_once(receiver: Receiver, redis_url: str) -> None:
     receiver.delay = 0.3  # the first POST is still under way when the others look
     results = _deliver(redis_url, receiver.url, consumers=5)
-    assert len(receiver.posts) == 1 and receiver.posts[0][1] == ALERT.id
+    assert len(receiver.posts) == 1 and receiver.posts[0].alert_id == ALERT.id
     assert results.count(True) == 1
     others = [r for r in results if r is not True]
     assert all(isinstance(r, TransientError) and classify(r) is Kind.TRANSIENT for r in others)  # retried later
@@ -99,7 +68,7 @@ def test_a_receiver_failing_twice_then_answering_gets_one_delivery(receiver: Rec
     receiver.script = [500, 429]
     assert _deliver(redis_url, receiver.url) == [True]
     assert len(receiver.posts) == 3
-    assert receiver.posts[2][0] - receiver.posts[1][0] >= 0.9  # Retry-After: 1 honoured
+    assert receiver.posts[2].at - receiver.posts[1].at >= 0.9  # Retry-After: 1 honoured
     assert redis.Redis.from_url(redis_url).get(delivered_key(ALERT.id, receiver.url)) == b"done"
 
 
