@@ -55,7 +55,8 @@ Redis keys of fetch (besides ``nw:url:<id>``):
   its poll interval): replicas share the sources. The feed's hash also keeps ``interval`` (adaptive)
   and ``items`` (a digest of what it listed, to tell a change).
 - ``nw:fetch:claim:<article id>``: the fetcher getting that page now (an article listed in several
-  feeds, or seen by two replicas, is fetched once).
+  feeds, or seen by two replicas, is fetched once); it expires ``NEWSWATCH_HTTP_DEADLINE`` + 30 s
+  after it was taken, so a page whose fetcher was killed waits that long at most.
 - ``nw:fetch:host:<host:port>`` and ``nw:fetch:robots:<origin>``: see ``politeness``.
 
 A feed or sitemap listed twice (in one source or two, same normalised URL) is polled once, under
@@ -90,7 +91,7 @@ from services.fetch.feeds import (
     parse_feed,
     parse_sitemap,
 )
-from services.fetch.politeness import MAX_REDIRECTS, FetchError, PoliteClient, Response
+from services.fetch.politeness import FetchError, PoliteClient, Response
 from shared import events, metrics, pipeline, redis_store
 from shared.failures import Kind, PoisonInput, classify
 from shared.retry import Backoff, parse_retry_after
@@ -462,7 +463,9 @@ class FetchStage:
         if not_before and float(not_before) > time.time():
             return "waiting"
         # One fetcher per URL at a time, across sources and replicas (an article listed in five feeds).
-        claim_ms = int((self.settings.http_deadline * (MAX_REDIRECTS + 2) + 60) * 1000)
+        # The claim outlives one request's deadline, not a whole redirect chain: a fetcher killed
+        # mid-page holds it that long at most, and a second fetch of a page is harmless downstream.
+        claim_ms = int((self.settings.http_deadline + 30) * 1000)
         if not await self.redis.set(claim_key(aid), self.replica, nx=True, px=claim_ms):
             return "busy"
         try:

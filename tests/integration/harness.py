@@ -197,6 +197,8 @@ class Pipeline:
             # the local demo sites the sources list, and no other local address
             "NEWSWATCH_ALLOW_HOSTS": ",".join(sorted(set(re.findall(r"https?://([^/\s]+)", sources or "")))),
             "NEWSWATCH_HOST_DELAY_SECONDS": "0.05",
+            # the demo sites answer at once: a page claim left by a killed fetch expires after 10 + 30 s
+            "NEWSWATCH_HTTP_DEADLINE": "10",
             "NEWSWATCH_POLL_SECONDS": "1",
             "NEWSWATCH_METRICS_HOST": "127.0.0.1",
             "TMPDIR": str(workdir),
