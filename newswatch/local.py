@@ -24,7 +24,7 @@ from pathlib import Path
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: SIGTERM when the parent dies (Linux; elsewhere nothing).
 
     The kernel watches the *thread* that forked: start children from the main thread only."""
@@ -38,7 +38,7 @@ def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) ->
     log = log_path.open("ab")
     try:
         return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=die_with_parent)
     finally:
         log.close()
 

@@ -42,7 +42,8 @@ class Run:
                "--poll-seconds", "1",
                "--alerts-jsonl", str(self.alerts_file), *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "COLUMNS": "200", **(env or {})})
+                                     env={**os.environ, "COLUMNS": "200", **(env or {})},
+                                     preexec_fn=local.die_with_parent)  # gone with the test run
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
