@@ -302,11 +302,7 @@ def parse_rules(doc: Any, origin: str = "rules") -> list[Rule]:
 
 
 def load_rules(path: str) -> list[Rule]:
-    try:
-        doc = read_yaml(path)
-    except ConfigError as exc:
-        raise RuleError(str(exc)) from exc
-    return parse_rules(doc, path)
+    return parse_rules(read_yaml(path, error=RuleError), path)
 
 
 # --- matching many rules -------------------------------------------------------------------

@@ -80,11 +80,7 @@ def _parse(doc: Any, origin: str) -> list[Entity]:
 
 def read_table(path: str) -> list[Entity]:
     """The entities of a table file (strict UTF-8, typed)."""
-    try:
-        doc = read_yaml(path)
-    except ConfigError as exc:
-        raise TableError(str(exc)) from exc
-    return _parse(doc, path)
+    return _parse(read_yaml(path, error=TableError), path)
 
 
 def _merge_gazetteer(entities: list[Entity]) -> None:
