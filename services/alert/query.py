@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
-from shared.text import FOLD_TABLE, folded_words
+from shared.text import folded_words
 
 FIELDS = ("title", "lang", "source", "entity", "type")
 ENTITY_TYPES = ("person", "place", "organisation")
@@ -376,61 +376,34 @@ def span_terms(node: Node) -> list[Term]:
 # --- documents -------------------------------------------------------------------------------
 
 
-_NON_WORD = re.compile(r"\W+")
-
-
-def _joined(text: str) -> str:
-    """" w1 w2 … " : the folded words of ``text`` between single spaces (the words of ``folded_words``)."""
-    # ASCII folds to lower case: the other changes (apostrophes, dashes, spaces) are to non-word characters
-    folded = text.lower() if text.isascii() else text.translate(FOLD_TABLE)
-    return _NON_WORD.sub(" ", " " + folded + " ")
-
-
 class Doc:
     """A document as the matchers see it: folded words (title first), language, source, entities.
 
     Term presence is a substring test on the joined folded words (or, after ``RuleSet.candidates``,
-    a look-up in the literals its automaton found); word positions are built only for NEAR."""
+    a look-up in the literals its automaton found); a term's word positions (for NEAR) are found
+    by searching its literal in the joined words, so no per-word index of the document is built."""
 
     def __init__(self, title: str, text: str, lang: str = "", source: str = "",
                  entities: Iterable[tuple[str, str]] = ()) -> None:
-        self.title_joined = _joined(title)
-        self.joined = self.title_joined + _joined(text)[1:]
+        title_words = folded_words(title)
+        self.words = title_words + folded_words(text)
+        self.n_title = len(title_words)
+        # " w1 w2 … ": every word between single spaces, so a term's literal is a substring
+        self.title_joined = " " + " ".join(title_words) + " " if title_words else " "
+        self.joined = " " + " ".join(self.words) + " " if self.words else " "
         self.lang = lang
         self.source = source
         self.entities = {eid: etype for eid, etype in entities}
         self.types = set(self.entities.values())
-        self._words: list[str] | None = None
-        self._positions: dict[str, list[int]] | None = None
-        self._vocabulary: list[str] | None = None
         self._occ: dict[str, list[int]] = {}
         self._has: dict[str, bool] = {}
         # set by RuleSet.candidates: the literals its automaton knows, and those found here
         self.known: AbstractSet[str] = frozenset()
-        self.found: set[str] = set()
-
-    @property
-    def words(self) -> list[str]:
-        if self._words is None:
-            self._words = self.joined.split()
-        return self._words
+        self.found: AbstractSet[str] = frozenset()
 
     @property
     def title_words(self) -> list[str]:
-        return self.title_joined.split()
-
-    @property
-    def n_title(self) -> int:
-        return self.title_joined.count(" ") - 1 if len(self.title_joined) > 1 else 0
-
-    @property
-    def positions(self) -> dict[str, list[int]]:
-        if self._positions is None:
-            positions: dict[str, list[int]] = {}
-            for i, w in enumerate(self.words):
-                positions.setdefault(w, []).append(i)
-            self._positions = positions
-        return self._positions
+        return self.words[:self.n_title]
 
     def has(self, term: Term) -> bool:
         """Whether ``term`` occurs (in the title only, for a title term)."""
@@ -443,33 +416,23 @@ class Doc:
         return got
 
     def starts(self, term: Term) -> list[int]:
-        """Sorted start positions of ``term`` (the index-backed look-up), cached per document."""
+        """Sorted start positions (word indexes) of ``term``, cached per document.
+
+        Each occurrence of the term's literal " w1 w2 " (" w1 w2" for a prefix) starts at a
+        space; the word it starts is the number of spaces before that one."""
         cached = self._occ.get(term.key)
         if cached is not None:
             return cached
-        words, positions = term.words, self.positions
-        first, last = words[0], len(words) - 1
-        if last == 0 and term.prefix:
-            if self._vocabulary is None:
-                self._vocabulary = sorted(positions)
-            vocab = self._vocabulary
-            i = bisect_left(vocab, first)
-            found: list[int] = []
-            while i < len(vocab) and vocab[i].startswith(first):
-                found.extend(positions[vocab[i]])
-                i += 1
-            found.sort()
-        elif last == 0 or (not term.prefix and any(w not in positions for w in words)):
-            found = positions.get(first, []) if last == 0 else []
-        else:
-            doc = self.words
-            n = len(doc)
-            tail = words[-1]
-            found = [p for p in positions.get(first, ()) if p + last < n
-                     and all(doc[p + k] == words[k] for k in range(1, last))
-                     and (doc[p + last].startswith(tail) if term.prefix else doc[p + last] == tail)]
-        if term.title:
-            found = [p for p in found if p + last < self.n_title]
+        text = self.title_joined if term.title else self.joined
+        literal = term.literal
+        found: list[int] = []
+        index = counted = 0
+        at = text.find(literal)
+        while at >= 0:
+            index += text.count(" ", counted, at)
+            counted = at
+            found.append(index)
+            at = text.find(literal, at + 1)
         self._occ[term.key] = found
         return found
 
@@ -623,34 +586,40 @@ def _cheap_first(children: Sequence[Node]) -> list[Node]:
 # --- what a match found, and what a rule requires ------------------------------------------
 
 
-@dataclass
-class Found:
-    terms: list[str] = field(default_factory=list)
-    entities: list[str] = field(default_factory=list)
-    term_nodes: list[Term] = field(default_factory=list)
+Probe = Term | Entity | EntityType
 
 
-def found_in(node: Node, doc: Doc, out: Found | None = None, negated: bool = False) -> Found:
-    """The terms and entities of the query's positive conditions present in the document, in query order."""
-    out = out if out is not None else Found()
-    if isinstance(node, Term):
-        if not negated and node.written not in out.terms and doc.has(node):
-            out.terms.append(node.written)
-            out.term_nodes.append(node)
-    elif isinstance(node, And | Or):
-        for c in node.children:
-            found_in(c, doc, out, negated)
-    elif isinstance(node, Not):
-        found_in(node.child, doc, out, not negated)
-    elif isinstance(node, Near):
-        for t in span_terms(node.left) + span_terms(node.right):
-            found_in(t, doc, out, negated)
-    elif isinstance(node, Entity):
-        if not negated and node.id in doc.entities and node.id not in out.entities:
-            out.entities.append(node.id)
-    elif isinstance(node, EntityType) and not negated:
-        out.entities.extend(e for e, t in doc.entities.items() if t == node.type and e not in out.entities)
-    return out
+def positive_conditions(node: Node, negated: bool = False) -> list[Probe]:
+    """The terms, entities and entity types of the query's positive (not negated) conditions, in
+    query order: what a match reports as found, when the document has them."""
+    if isinstance(node, Term | Entity | EntityType):
+        return [] if negated else [node]
+    if isinstance(node, And | Or):
+        return [p for c in node.children for p in positive_conditions(c, negated)]
+    if isinstance(node, Not):
+        return positive_conditions(node.child, not negated)
+    if isinstance(node, Near):
+        return [] if negated else [*span_terms(node.left), *span_terms(node.right)]
+    return []
+
+
+def found_in(probes: Sequence[Probe], doc: Doc) -> tuple[list[Term], list[str]]:
+    """The distinct terms (by how they are written) and entity ids among ``probes`` that the
+    document has, in order."""
+    terms: list[Term] = []
+    written: set[str] = set()
+    entities: list[str] = []
+    for probe in probes:
+        if isinstance(probe, Term):
+            if probe.written not in written and doc.has(probe):
+                written.add(probe.written)
+                terms.append(probe)
+        elif isinstance(probe, Entity):
+            if probe.id in doc.entities and probe.id not in entities:
+                entities.append(probe.id)
+        else:
+            entities.extend(e for e, t in doc.entities.items() if t == probe.type and e not in entities)
+    return terms, entities
 
 
 # A requirement: ("text", literal) for a term's folded literal, ("entity", id), ("type", type),

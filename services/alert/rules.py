@@ -71,8 +71,12 @@ class Rule:
     spike: Spike | None = None
     source_query: str = ""
     pred: q.Pred = field(init=False, repr=False)
+    # what a match reports: the query's positive terms and entities, then the weighted terms
+    probes: tuple[q.Probe, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "probes", (*q.positive_conditions(self.query),
+                                            *(t for t, w in self.weights if w > 0)))
         pred = q.compile_node(self.query)
         if self.weights:
             weights, threshold = self.weights, self.threshold
@@ -109,12 +113,8 @@ class Match:
 
 
 def found(rule: Rule, doc: q.Doc) -> Match:
-    got = q.found_in(rule.query, doc)
-    for t, w in rule.weights:
-        if w > 0 and t.written not in got.terms and doc.has(t):
-            got.terms.append(t.written)
-            got.term_nodes.append(t)
-    return Match(rule, got.terms, sorted(got.entities), got.term_nodes)
+    terms, entities = q.found_in(rule.probes, doc)
+    return Match(rule, [t.written for t in terms], sorted(entities), terms)
 
 
 # --- the rules file ------------------------------------------------------------------------
@@ -308,6 +308,13 @@ def load_rules(path: str) -> list[Rule]:
 # --- matching many rules -------------------------------------------------------------------
 
 
+def _flat(key: q.Key) -> str:
+    """A requirement key as one string: a text literal as itself (it starts with a space), a field
+    as "kind:value", so that what a document has is one set of strings."""
+    kind, value = key
+    return value if kind == "text" else f"{kind}:{value}"
+
+
 class RuleSet:
     """Rules compiled for matching: the pre-filter (automaton, entity and type indexes) and the rules."""
 
@@ -315,34 +322,30 @@ class RuleSet:
         self.rules = list(rules)
         self.by_id = {r.id: r for r in self.rules}
         self.automaton: Any = ahocorasick.Automaton()
-        by_literal: dict[str, list[int]] = {}
-        self.by_field: dict[q.Key, list[int]] = {}  # ("entity"|"type"|"lang"|"source", value) → rules
+        # a literal or field key → the rules indexed by it (their most selective clause has it)
+        self.indexed: dict[str, list[int]] = {}
         self.always: list[int] = []
-        self.others: list[tuple[frozenset[q.Key], ...]] = []  # each rule's clauses but the indexed one
+        self.others: list[tuple[frozenset[str], ...]] = []  # each rule's clauses but the indexed one
+        literals: set[str] = set()
         for i, rule in enumerate(self.rules):
             clauses = rule.requires()
             if clauses is None:
                 self.always.append(i)
                 self.others.append(())
                 continue
-            self.others.append(tuple(clauses[1:]))
-            for clause in clauses[1:]:  # their literals are looked for too, indexing no rule
-                for kind, value in clause:
-                    if kind == "text":
-                        by_literal.setdefault(value, [])
-            for kind, value in clauses[0]:
-                if kind == "text":
-                    by_literal.setdefault(value, []).append(i)
-                else:
-                    self.by_field.setdefault((kind, value), []).append(i)
+            flat = [frozenset(_flat(k) for k in clause) for clause in clauses]
+            self.others.append(tuple(flat[1:]))
+            for key in flat[0]:
+                self.indexed.setdefault(key, []).append(i)
+            literals.update(k for clause in flat for k in clause if k.startswith(" "))
         for rule in self.rules:  # every term's literal, so that a term's presence is a set look-up
             for term in [*q.terms_of(rule.query), *(t for t, _ in rule.weights)]:
                 if not term.title:
-                    by_literal.setdefault(term.literal, [])
-        self.literals = frozenset(by_literal)
-        for literal, ids in by_literal.items():
-            self.automaton.add_word(literal, (literal, tuple(ids)))
-        self.has_literals = bool(by_literal)
+                    literals.add(term.literal)
+        self.literals = frozenset(literals)
+        for literal in literals:
+            self.automaton.add_word(literal, literal)
+        self.has_literals = bool(literals)
         if self.has_literals:
             self.automaton.make_automaton()
 
@@ -352,26 +355,26 @@ class RuleSet:
     def candidates(self, doc: q.Doc) -> list[int]:
         """Indexes of the rules the document could match (every other rule cannot): those whose
         indexed clause it meets, kept if it meets their other clauses too; and the always-checked."""
-        hit: set[int] = set()
-        present: set[q.Key] = set()
-        found: set[str] = set()
-        if self.has_literals:
-            for _, (literal, ids) in self.automaton.iter(doc.joined):
-                if literal not in found:
-                    found.add(literal)
-                    present.add(("text", literal))
-                    hit.update(ids)
+        found = {literal for _, literal in self.automaton.iter(doc.joined)} if self.has_literals else set()
         doc.known, doc.found = self.literals, found
-        fields: list[q.Key] = [("entity", eid) for eid in doc.entities]
-        fields.extend(("type", etype) for etype in doc.types)
-        fields.extend((("lang", doc.lang), ("source", doc.source)))
-        by_field = self.by_field
-        for key in fields:
-            present.add(key)
-            hit.update(by_field.get(key, ()))
+        fields = [f"entity:{eid}" for eid in doc.entities]
+        fields.extend(f"type:{etype}" for etype in doc.types)
+        fields.extend((f"lang:{doc.lang}", f"source:{doc.source}"))
+        present = found.union(fields)
+        indexed = self.indexed
+        hit: set[int] = set()
+        for key in present:
+            ids = indexed.get(key)
+            if ids is not None:
+                hit.update(ids)
         others = self.others
-        out = [i for i in hit if all(not present.isdisjoint(c) for c in others[i])]
-        out.extend(self.always)
+        out = self.always.copy()
+        for i in hit:
+            for clause in others[i]:
+                if present.isdisjoint(clause):
+                    break
+            else:
+                out.append(i)
         out.sort()
         return out
 
