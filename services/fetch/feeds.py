@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 from xml.etree.ElementTree import ParseError
 
 import courlan
@@ -33,6 +33,7 @@ import defusedxml.ElementTree as SafeElementTree
 import feedparser
 import msgspec
 from defusedxml import DefusedXmlException
+from lxml import etree
 
 from shared.config import ConfigError, convert, read_yaml
 
@@ -194,12 +195,123 @@ def parse_json_feed(body: bytes) -> FeedResult:
     return result
 
 
+_ATOM = "{http://www.w3.org/2005/Atom}"
+_RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
+_RSS1 = "{http://purl.org/rss/1.0/}"
+_RSS090 = "{http://my.netscape.com/rdf/simple/0.9/}"
+_DC = "{http://purl.org/dc/elements/1.1/}"
+_XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+
+def _text_of(node: Any, path: str) -> str:
+    found = node.find(path)
+    return "".join(found.itertext()).strip() if found is not None else ""
+
+
+def _lang(value: str) -> str:
+    return value.strip().split("-")[0].lower()
+
+
+def _rss_items(items: list[Any], ns: str, base: str, feed_lang: str) -> list[Item]:
+    out = []
+    for item in items:
+        link = _text_of(item, f"{ns}link")
+        if not link and not ns:
+            guid = item.find("guid")
+            if guid is not None and guid.get("isPermaLink", "true").strip().lower() != "false":
+                link = (guid.text or "").strip()
+        if link and not link.startswith(("http://", "https://")):
+            link = urljoin(item.get(_XML_BASE) or base, link)
+        if not link.startswith(("http://", "https://")):
+            continue
+        published = _text_of(item, "pubDate") if not ns else ""
+        published = published or _text_of(item, f"{_DC}date")
+        out.append(Item(url=link, title=_text_of(item, f"{ns}title"), published=published, lang=feed_lang))
+    return out
+
+
+def _atom_link(entry: Any, base: str) -> str:
+    best = ""
+    for link in entry.findall(f"{_ATOM}link"):
+        rel = (link.get("rel") or "alternate").strip()
+        href = (link.get("href") or "").strip()
+        if rel != "alternate" or not href:
+            continue
+        if not href.startswith(("http://", "https://")):
+            href = urljoin(link.get(_XML_BASE) or base, href)
+        if (link.get("type") or "text/html").startswith(("text/html", "application/xhtml")):
+            return href
+        best = best or href
+    return best
+
+
+def parse_xml_feed(body: bytes, base_url: str = "") -> FeedResult | None:
+    """Items of a well-formed RSS 0.9x/2.0, RSS 1.0 (RDF) or Atom 1.0 feed, read with lxml; None for
+    anything else (malformed XML, Atom 0.3, an unknown root), which ``parse_feed`` hands to feedparser.
+
+    Why not feedparser for all: it costs 1.2–1.6 ms on a 5-item feed and 15–26 ms on a 40-item
+    one with descriptions (it sanitises and resolves the HTML of every summary that fetch never
+    reads); this reads the link, title, date and language only, in ~0.1 ms. The parser loads no
+    DTD, resolves no entity and reaches no network; bodies declaring entities are refused before."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
+                             remove_comments=True, remove_pis=True)
+    try:
+        root = etree.fromstring(body, parser)
+    except (etree.XMLSyntaxError, ValueError):
+        return None
+    base = root.get(_XML_BASE) or base_url
+    if root.tag == "rss":
+        channel = root.find("channel")
+        if channel is None:
+            return None
+        feed_lang = _lang(_text_of(channel, "language") or _text_of(channel, f"{_DC}language"))
+        base = channel.get(_XML_BASE) or base
+        return FeedResult(items=_rss_items(channel.findall("item"), "", base, feed_lang),
+                          title=_text_of(channel, "title"), lang=feed_lang)
+    if root.tag == f"{_RDF}RDF":
+        for ns in (_RSS1, _RSS090):
+            channel = root.find(f"{ns}channel")
+            items = root.findall(f"{ns}item")
+            if channel is not None or items:
+                feed_lang = _lang(_text_of(channel, f"{_DC}language")) if channel is not None else ""
+                title = _text_of(channel, f"{ns}title") if channel is not None else ""
+                return FeedResult(items=_rss_items(items, ns, base, feed_lang), title=title, lang=feed_lang)
+        return None
+    if root.tag == f"{_ATOM}feed":
+        feed_lang = _lang(root.get(_XML_LANG) or "")
+        result = FeedResult(title=_text_of(root, f"{_ATOM}title"), lang=feed_lang)
+        for entry in root.findall(f"{_ATOM}entry"):
+            link = _atom_link(entry, entry.get(_XML_BASE) or base)
+            if not link.startswith(("http://", "https://")):
+                continue
+            published = _text_of(entry, f"{_ATOM}published") or _text_of(entry, f"{_ATOM}updated")
+            result.items.append(Item(url=link, title=_text_of(entry, f"{_ATOM}title"), published=published,
+                                     lang=feed_lang))
+        return result
+    return None
+
+
 def parse_feed(body: bytes, base_url: str = "") -> FeedResult:
-    """Items of an RSS (0.9x, 1.0, 2.0), Atom or JSON feed; reports a broken one in ``error``, never raises."""
+    """Items of an RSS (0.9x, 1.0, 2.0), Atom or JSON feed; reports a broken one in ``error``, never raises.
+
+    Well-formed RSS and Atom are read by ``parse_xml_feed``; the rest (malformed XML, odd dialects)
+    by feedparser, whose loose parser recovers what it can."""
     if body.lstrip()[:1] == b"{":
         return parse_json_feed(body)
     if has_entity_declarations(body):
         return FeedResult(error="refused: the XML declares entities (entity expansion is not allowed)")
+    try:
+        fast = parse_xml_feed(body, base_url)
+    except Exception:  # any surprise in the fast reader: feedparser decides
+        fast = None
+    if fast is not None:
+        return fast
+    return parse_feed_slowly(body, base_url)
+
+
+def parse_feed_slowly(body: bytes, base_url: str = "") -> FeedResult:
+    """``parse_feed`` by feedparser alone (the fallback, and the reference the fast reader is tested against)."""
     try:
         parsed = feedparser.parse(body, response_headers={"content-location": base_url} if base_url else None)
     except Exception as exc:  # feedparser is lenient; whatever it still raises is a broken feed

@@ -450,6 +450,14 @@ class PoliteClient:
     async def aclose(self) -> None:
         await self.client.aclose()
 
+    async def _drain(self, url: str, response: httpx.Response) -> None:
+        """Read a body that is not kept (a redirect's, a 304's), raw and capped."""
+        size = 0
+        async for raw in response.aiter_raw():
+            size += len(raw)
+            if size > self.max_bytes:
+                raise FetchError(f"{url}: body over the {self.max_bytes}-byte limit", permanent=True)
+
     async def _read(self, url: str, response: httpx.Response) -> bytes:
         """The body, decoded (gzip/deflate) by hand with every step capped at ``max_bytes``."""
         encoding = response.headers.get("content-encoding", "").strip().lower()
@@ -492,7 +500,12 @@ class PoliteClient:
                 async with asyncio.timeout(self.deadline):
                     async with self.client.stream("GET", url, headers=headers,
                                                   extensions={"trace": trace}) as response:
-                        if 300 <= response.status_code < 400 or response.status_code in {204, 304}:
+                        if 300 <= response.status_code < 400 or response.status_code == 204:
+                            # Read to the end though it is dropped: a response read to its end hands
+                            # its connection back for the next request to the host (keep-alive);
+                            # one left unread is closed, and every poll answered 304 paid a new
+                            # TCP connection.
+                            await self._drain(url, response)
                             body = b""
                         else:
                             declared = response.headers.get("content-length") or "0"
