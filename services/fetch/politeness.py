@@ -326,18 +326,35 @@ def acceptable_type(content_type: str) -> bool:
 
 # Reserve the next start time of a request to a host: slot = max(now, next); next = slot + delay.
 # Returns the microseconds to wait. Redis's clock is the one clock all replicas share.
-_RESERVE = """
+def reserve_lua(key: str, spacing: str) -> str:
+    """Lua that reserves the next request slot of a host: the slot is the later of now and the one
+    the last reservation left, and the next starts ``spacing`` µs after it. Sets ``wait`` (µs from
+    now to the slot). Redis's clock: every replica reads the same one."""
+    return f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
-local slot = math.max(now, nxt)
-local delay = tonumber(ARGV[1])
-redis.call('SET', KEYS[1], string.format('%d', slot + delay), 'PX', math.floor((slot - now + delay) / 1000) + 1000)
-return slot - now
+local slot = math.max(now, tonumber(redis.call('GET', {key}) or '0'))
+local spacing = tonumber({spacing})
+redis.call('SET', {key}, string.format('%d', slot + spacing), 'PX', math.floor((slot - now + spacing) / 1000) + 1000)
+wait = slot - now
 """
 
 
+_RESERVE = "local wait\n" + reserve_lua("KEYS[1]", "ARGV[1]") + "return wait\n"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A host's slot reserved in Redis ahead of the request (with other work in one round trip):
+    the request to ``host`` may start at ``ready_at`` (monotonic), spaced ``spacing`` s from the last."""
+
+    host: str
+    spacing: float
+    ready_at: float
+
+
 SHARED_MARGIN = 0.03  # seconds added to the delay between two replicas' requests to one host
+RESERVATION_SLACK = 0.01  # a slot reserved ahead is used at most this long after it started
 
 
 def host_key(host: str) -> str:
@@ -358,17 +375,32 @@ class HostGate:
         self._sending: dict[str, asyncio.Lock] = {}  # held from a request's turn until its headers are sent
         self._script: Any = redis.register_script(_RESERVE) if redis is not None else None
 
+    @property
+    def shared(self) -> bool:
+        """Whether the spacing holds across replicas (through Redis)."""
+        return self._script is not None and self.delay > 0
+
+    def spacing(self, delay: float | None = None) -> float:
+        """Seconds reserved in Redis between two requests to a host: the delay, plus a margin that
+        covers a replica's time from its slot to its request leaving."""
+        return (self.delay if delay is None else max(self.delay, delay)) + SHARED_MARGIN
+
     async def _reserve_shared(self, host: str, delay: float) -> float:
+        """The monotonic time the host's shared slot starts (now when nothing is shared)."""
+        asked = time.monotonic()
         if self._script is None or delay <= 0:
-            return 0.0
-        spaced = delay + SHARED_MARGIN  # covers a replica's time from its slot to its request leaving
-        waited = await self._script(keys=[host_key(host)], args=[int(spaced * 1_000_000)])
-        return int(waited) / 1_000_000
+            return asked
+        waited = await self._script(keys=[host_key(host)], args=[int(self.spacing(delay) * 1_000_000)])
+        return asked + int(waited) / 1_000_000
 
     @contextlib.asynccontextmanager
-    async def slot(self, host: str, delay: float | None = None) -> AsyncIterator[Callable[[], None]]:
+    async def slot(self, host: str, delay: float | None = None,
+                   reserved: Reservation | None = None) -> AsyncIterator[Callable[[], None]]:
         """Wait for the host's turn; yields ``sent``, to call once the request's headers are sent (the
-        next request to the host waits for it, so spacing is counted between requests actually sent)."""
+        next request to the host waits for it, so spacing is counted between requests actually sent).
+
+        ``reserved``: a slot of this host already reserved in Redis (see ``Reservation``), used
+        when it was spaced for at least this delay; else one is reserved here."""
         delay = self.delay if delay is None else max(self.delay, delay)
         sem = self._sems.get(host)
         if sem is None:
@@ -379,8 +411,14 @@ class HostGate:
             start = max(now, self._next.get(host, 0.0))
             self._next[host] = start + delay
             # ... and the replicas' (Redis), whichever is later.
-            shared = await self._reserve_shared(host, delay)
-            wait = max(start - now, shared - (time.monotonic() - now))
+            if (reserved is not None and reserved.host == host and reserved.spacing >= self.spacing(delay)
+                    and time.monotonic() <= reserved.ready_at + RESERVATION_SLACK):
+                shared_at = reserved.ready_at
+            # A slot reserved ahead but reached late (a robots.txt fetched first, a wait for the
+            # host's semaphore) is dropped: a later reservation by another replica may be due now.
+            else:
+                shared_at = await self._reserve_shared(host, delay)
+            wait = max(start, shared_at) - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             sending = self._sending.get(host)
@@ -489,9 +527,10 @@ class PoliteClient:
                 chunks.append(out)
         return b"".join(chunks)
 
-    async def _get_once(self, url: str, headers: dict[str, str], delay: float | None = None) -> Response:
+    async def _get_once(self, url: str, headers: dict[str, str], delay: float | None = None,
+                        reserved: Reservation | None = None) -> Response:
         host, port = check_url(url, self.policy)
-        async with self.gate.slot(f"{host}:{port}", delay) as sent:
+        async with self.gate.slot(f"{host}:{port}", delay, reserved) as sent:
             async def trace(event: str, info: dict[str, Any]) -> None:
                 if event == "http11.send_request_headers.complete":
                     sent()
@@ -526,8 +565,11 @@ class PoliteClient:
             except httpx.HTTPError as exc:
                 raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from exc
 
-    async def get(self, url: str, headers: dict[str, str] | None = None, check_robots: bool = True) -> Response:
-        """GET with every redirect hop checked (address, robots.txt); raises FetchError."""
+    async def get(self, url: str, headers: dict[str, str] | None = None, check_robots: bool = True,
+                  reserved: Reservation | None = None) -> Response:
+        """GET with every redirect hop checked (address, robots.txt); raises FetchError.
+
+        ``reserved``: the first hop's host slot, reserved ahead (``HostGate.slot``)."""
         current = normalise_path(url)
         seen: set[str] = set()
         for _ in range(MAX_REDIRECTS + 1):
@@ -540,7 +582,8 @@ class PoliteClient:
                         raise FetchError(f"{current}: robots.txt unavailable (HTTP 429/5xx), not fetched for now")
                     raise FetchError(f"{current}: disallowed by robots.txt", permanent=True)
                 delay = _crawl_delay(robots, self.user_agent)
-            response = await self._get_once(current, headers or {}, delay)
+            response = await self._get_once(current, headers or {}, delay, reserved)
+            reserved = None  # a redirect's next hop takes its own slot
             if response.status in {301, 302, 303, 307, 308}:
                 if not response.location:
                     raise FetchError(f"{current}: redirect without a location", permanent=True)
@@ -551,6 +594,14 @@ class PoliteClient:
                 continue
             return response
         raise FetchError(f"{url}: more than {MAX_REDIRECTS} redirects", permanent=True)
+
+    def gate_host(self, url: str) -> str | None:
+        """The host gate's key ("host:port") of the URL's first hop; None for a URL ``get`` refuses."""
+        try:
+            host, port = check_url(normalise_path(url), self.policy)
+        except FetchError:
+            return None
+        return f"{host}:{port}"
 
     async def allowed(self, url: str) -> bool:
         url = normalise_path(url)

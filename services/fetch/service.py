@@ -66,6 +66,7 @@ the first source listing it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import logging
@@ -91,7 +92,7 @@ from services.fetch.feeds import (
     parse_feed,
     parse_sitemap,
 )
-from services.fetch.politeness import FetchError, PoliteClient, Response
+from services.fetch.politeness import FetchError, PoliteClient, Reservation, Response, host_key, reserve_lua
 from shared import events, metrics, pipeline, redis_store
 from shared.failures import Kind, PoisonInput, classify
 from shared.retry import Backoff, parse_retry_after
@@ -148,6 +149,7 @@ class FetchPolicy:
     adapt_max: float = 4.0  # one that never changes up to interval * adapt_max
     adapt_faster: float = 0.5  # interval factor after a poll that found something new
     adapt_slower: float = 1.5  # interval factor after a poll that found nothing new
+    write_behind_seconds: float = 0.05  # the polls' Redis writes are batched over this long
 
 
 class Publisher(Protocol):
@@ -199,6 +201,24 @@ def dedupe_sources(sources: Sequence[Source]) -> list[Source]:
 Hash = dict[Any, Any]  # a Redis hash as the client returns it (bytes keys and values here)
 
 
+# KEYS: the feed's lease, its hash, its host's slot; ARGV: replica, lease ms, host spacing µs (0: none).
+# Returns {leased 0/1, the hash as a flat list, µs until the host slot (-1: none reserved)}.
+# A lease this replica holds still is its own (its last poll's write may not have shortened it yet).
+_POLL_START = """
+local leased = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+if not leased and redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  leased = true
+end
+local cached = redis.call('HGETALL', KEYS[2])
+local wait = -1
+if leased and tonumber(ARGV[3]) > 0 then
+""" + reserve_lua("KEYS[3]", "ARGV[3]") + """
+end
+return {leased and 1 or 0, cached, wait}
+"""
+
+
 def _text(data: Hash, name: str) -> str:
     value = data.get(name.encode())
     return redis_store.as_str(value) if value is not None else ""
@@ -232,6 +252,11 @@ class FetchStage:
         self._intervals: dict[str, float] = {}  # feed URL → its current poll interval (also in Redis)
         self._due_hint: dict[str, float] = {}  # source id → epoch of its next page retry known here
         self._sleeping: set[asyncio.Task[Any]] = set()  # source loops between two steps
+        self._reserved: dict[str, Reservation] = {}  # feed/sitemap URL → its host slot, taken with its lease
+        # feed/sitemap URL → its last poll's writes not sent yet (hash key, fields, lease key, lease ms)
+        self._write_behind: dict[str, tuple[str, dict[Any, Any], str, int]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._start_script: Any = self.redis.register_script(_POLL_START)
 
     async def start(self) -> None:
         await self.redis.ping()
@@ -244,6 +269,8 @@ class FetchStage:
             await asyncio.gather(*loops)
         finally:
             waker.cancel()
+            with contextlib.suppress(Exception):
+                await self.flush_writes()
             await self.http.aclose()
 
     async def _wake_on_stop(self, stop: asyncio.Event) -> None:
@@ -296,6 +323,7 @@ class FetchStage:
             metrics.FEED_POLLS.labels(source.id, "backoff").inc()
             log.debug(f"{kind} backed off", extra={"source": source.id, kind: url})
             return "backoff", None, {}
+        reserved = self._reserved.pop(url, None)
         if cached is None:
             cached = await self.redis.hgetall(doc_key(url))
         headers = {}
@@ -304,7 +332,7 @@ class FetchStage:
         if _text(cached, "last_modified"):
             headers["if-modified-since"] = _text(cached, "last_modified")
         try:
-            response = await self.http.get(url, headers)
+            response = await self.http.get(url, headers, reserved=reserved)
         except FetchError as exc:
             metrics.FEED_POLLS.labels(source.id, "error").inc()
             if exc.permanent:
@@ -577,20 +605,34 @@ class FetchStage:
         base = source.poll_seconds or self.settings.poll_seconds
         return base, base * self.policy.adapt_min, base * self.policy.adapt_max
 
+    async def _poll_start(self, url: str, interval: float) -> tuple[bool, Hash]:
+        """One Redis call: the feed's lease for this replica, the feed's hash, and (when leased) the
+        slot of its host reserved for the GET (``self._reserved``). Returns (leased, the hash)."""
+        gate = self.http.gate
+        host = self.http.gate_host(url) if gate.shared else None
+        spacing = gate.spacing() if host is not None else 0.0
+        leased, flat, wait_us = await self._start_script(
+            keys=[lease_key(url), doc_key(url), host_key(host or "-")],
+            args=[self.replica, max(1, int(interval * 1000)), int(spacing * 1_000_000)])
+        cached: Hash = dict(zip(flat[::2], flat[1::2], strict=True))
+        if leased and host is not None and int(wait_us) >= 0:
+            self._reserved[url] = Reservation(host, spacing, time.monotonic() + int(wait_us) / 1_000_000)
+        return bool(leased), cached
+
     async def _poll_doc(self, source: Source, kind: str, url: str) -> tuple[list[Item], float]:
         """Poll one feed or sitemap if this replica holds its lease: (items, seconds until the next poll).
 
         The interval adapts: shorter after a poll that found something new, longer after one that
         did not (304 or the same items), within ``adapt_min``..``adapt_max`` times the configured one;
-        it is kept in Redis with the feed, so every replica reads the same. Redis round trips: one
-        (lease + the feed's hash) before the GET, one (the feed's hash, the lease's length) after."""
+        it is kept in Redis with the feed, so every replica reads the same. Redis: one call before
+        the GET (``_poll_start``); the writes after it go out in batches (``_write_behind``)."""
         base, low, high = self._bounds(source)
         key, lease = doc_key(url), lease_key(url)
         interval = min(high, max(low, self._intervals.get(url, base)))
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(lease, self.replica, nx=True, px=max(1, int(interval * 1000)))
-        pipe.hgetall(key)
-        leased, cached = await pipe.execute()
+        leased, cached = await self._poll_start(url, interval)
+        pending = self._write_behind.get(url)
+        if pending is not None:  # this replica's last poll of it, newer than what Redis holds yet
+            cached = {**cached, **{k.encode(): str(v).encode() for k, v in pending[1].items()}}
         stored = _text(cached, "interval")
         if stored:
             interval = min(high, max(low, float(stored)))
@@ -613,12 +655,34 @@ class FetchStage:
             interval = min(high, interval * self.policy.adapt_slower)
         self._intervals[url] = interval
         mapping["interval"] = repr(interval)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, mapping=mapping)
-        pipe.expire(key, self.url_ttl)
-        pipe.pexpire(lease, max(1, int(interval * 1000)))
-        await pipe.execute()
+        self._write_behind[url] = (key, mapping, lease, max(1, int(interval * 1000)))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon())
         return items, interval
+
+    async def _flush_soon(self) -> None:
+        """The polls' writes of the last ``write_behind_seconds``, in one pipeline: the feed's
+        validators, digest and interval, and its lease's length (the next poll's time across
+        replicas). Lost in a crash, they cost one full GET at the next poll, nothing else."""
+        await asyncio.sleep(self.policy.write_behind_seconds)
+        await self.flush_writes()
+
+    async def flush_writes(self) -> None:
+        writes, self._write_behind = self._write_behind, {}
+        if not writes:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for key, mapping, lease, lease_ms in writes.values():
+            pipe.hset(key, mapping=mapping)
+            pipe.expire(key, self.url_ttl)
+            pipe.pexpire(lease, lease_ms)
+        try:
+            await pipe.execute()
+        except Exception as exc:  # Redis away: the next polls read older validators, no more
+            metrics.RETRIES.labels(STAGE).inc()
+            log.warning("feed state not written, kept for the next batch",
+                        extra={"feeds": len(writes), "error": repr(exc)})
+            self._write_behind = {**writes, **self._write_behind}
 
     async def run_source(self, source: Source, stop: asyncio.Event) -> None:
         base, _, _ = self._bounds(source)

@@ -455,6 +455,7 @@ def test_polling_adapts_to_how_often_a_feed_changes(server: Server, settings: Se
                 _, intervals[url] = await stage._poll_doc(source, "feed", url)
         assert intervals[source.feeds[0]] == pytest.approx(0.25)  # changes at every poll: 1 s → ¼ s
         assert intervals[source.feeds[1]] == pytest.approx(4.0)  # never changes: 1 s → 4 s
+        await stage.flush_writes()
         stored = await stage.redis.hget(doc_key(source.feeds[1]), "interval")
         assert stored is not None and float(stored) == pytest.approx(4.0)
         await stage.http.aclose()
