@@ -610,6 +610,8 @@ class FetchStage:
         slot of its host reserved for the GET (``self._reserved``). Returns (leased, the hash)."""
         gate = self.http.gate
         host = self.http.gate_host(url) if gate.shared else None
+        if host is not None and not gate.idle(host):
+            host = None  # its request will wait here anyway: its slot is reserved when its turn comes
         spacing = gate.spacing() if host is not None else 0.0
         leased, flat, wait_us = await self._start_script(
             keys=[lease_key(url), doc_key(url), host_key(host or "-")],
@@ -698,7 +700,11 @@ class FetchStage:
                 for doc in docs:
                     if next_doc[doc] <= now and not stop.is_set():
                         got, interval = await self._poll_doc(source, *doc)
-                        next_doc[doc] = time.monotonic() + interval
+                        # Every interval from when the poll was due, not from when it ended (a
+                        # poll waiting for its host's turn does not stretch the period); a poll
+                        # late by more than an interval is not followed by a catch-up burst.
+                        next_doc[doc] = max(next_doc[doc] + interval, time.monotonic()) if next_doc[doc] \
+                            else time.monotonic() + interval
                         items.extend(got)
                 if source.pages and next_pages <= now:
                     next_pages = now + base
