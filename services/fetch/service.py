@@ -68,6 +68,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import hashlib
 import json
 import logging
 import random
@@ -217,6 +218,15 @@ if leased and tonumber(ARGV[3]) > 0 then
 end
 return {leased and 1 or 0, cached, wait}
 """
+
+
+def page_digest(body: bytes) -> str:
+    return hashlib.sha1(body).hexdigest()[:20]
+
+
+def page_version_id(url: str, digest: str) -> str:
+    """The article id of a changed version of a polled page (its first version has ``article_id(url)``)."""
+    return hashlib.sha1(f"{article_id(url)}:{digest}".encode()).hexdigest()[:20]
 
 
 def _text(data: Hash, name: str) -> str:
@@ -522,6 +532,45 @@ class FetchStage:
         if action is Action.FINAL:
             await self._give_up(source, item, aid, f"http {response.status}", _reason_class(response.status))
             return "failed"
+        if item.url in source.pages:  # a page polled again later: its validators for a conditional GET
+            await self._remember_page(item.url, response)
+        return await self._publish(source, item, aid, response, retry, stop)
+
+    async def _remember_page(self, url: str, response: Response) -> None:
+        key = doc_key(url)
+        await self.redis.hset(key, mapping={"etag": response.etag, "last_modified": response.last_modified,
+                                            "body": page_digest(response.body)})
+        await self.redis.expire(key, self.url_ttl)
+
+    async def _repoll_page(self, source: Source, url: str) -> str:
+        """A page of the source's ``pages`` fetched before, asked again with a conditional GET (the
+        validators its last answer gave): a 304, or the same body, is nothing new; a changed body
+        is published as a new version of the page (its own article id: ``page_version_id``), which
+        clean ties to the page's story when it is a near-duplicate of the last version.
+        Returns: busy (another replica's turn), unchanged, same, published, or the error outcome."""
+        base, _, _ = self._bounds(source)
+        leased, cached = await self._poll_start(url, base)
+        if not leased:
+            return "busy"
+        outcome, response, cached = await self._get_doc(source, url, "page", cached)
+        if response is None:
+            return outcome
+        metrics.FEED_POLLS.labels(source.id, "ok").inc()
+        digest = page_digest(response.body)
+        if digest == _text(cached, "body") or page_action(response.status) is not Action.PUBLISH:
+            await self._remember_page(url, response)
+            return "same"
+        aid = page_version_id(url, digest)
+        if await self.redis.exists(redis_store.url_key(aid)):  # that version went out already
+            await self._remember_page(url, response)
+            return "same"
+        result = await self._publish(source, Item(url=url), aid, response, {}, None)
+        if result == "published":
+            await self._remember_page(url, response)
+        return result
+
+    async def _publish(self, source: Source, item: Item, aid: str, response: Response, retry: Hash,
+                       stop: asyncio.Event | None) -> str:
         page = events.RawPage(
             id=aid, url=item.url, final_url=response.url, source=source.id, fetched_at=time.time(),
             http_status=response.status, content_type=response.content_type, body=response.body,
@@ -582,13 +631,18 @@ class FetchStage:
         for aid in by_id:
             pipe.exists(redis_store.url_key(aid))
         known = await pipe.execute() if by_id else []
-        unique = [item for item, seen in zip(by_id.values(), known, strict=True) if not seen]
+        # New URLs are fetched; a configured page fetched before is asked again, conditionally.
+        unique = [item for item, seen in zip(by_id.values(), known, strict=True)
+                  if not seen or item.url in source.pages]
         gate = asyncio.Semaphore(self.policy.page_concurrency)
 
         async def one(item: Item) -> None:
             async with gate:
                 if stop is None or not stop.is_set():
-                    await self._fetch_item(source, item, stop)
+                    if item.url in source.pages and await self.redis.exists(redis_store.url_key(article_id(item.url))):
+                        await self._repoll_page(source, item.url)
+                    else:
+                        await self._fetch_item(source, item, stop)
         results = await asyncio.gather(*(one(i) for i in unique), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
