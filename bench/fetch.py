@@ -13,7 +13,7 @@ measured by the server.
 - Polls per second = feed requests answered by the server during the measured window / its length.
 
 Usage: python bench/fetch.py [--seconds 20] [--warmup 45] [--hosts 500] [--feeds 5000] [--host-delay 0.5]
-       [--poll 10] [--change-seconds 600]
+       [--poll 8] [--change-seconds 600]
 """
 
 from __future__ import annotations
@@ -220,7 +220,8 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=500)
     parser.add_argument("--feeds", type=int, default=5000)
     parser.add_argument("--host-delay", type=float, default=0.5, help="minimum seconds between two requests to a host")
-    parser.add_argument("--poll", type=float, default=10.0, help="poll interval of every feed")
+    parser.add_argument("--poll", type=float, default=8.0,
+                        help="poll interval of every feed (8 s: 625 polls/s offered, above the 500 to sustain)")
     parser.add_argument("--change-seconds", type=float, default=600.0, help="a feed changes this often")
     args = parser.parse_args()
 

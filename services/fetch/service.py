@@ -39,6 +39,13 @@ Feeds and sitemaps (conditional GET, ``newswatch_fetch_polls_total{source, outco
 |                                          | at 1 h) or else the shared Backoff (outcome backoff meanwhile) |
 | other 4xx, other 3xx, robots.txt, limits | error, with a log line naming the source, URL and status      |
 
+Pages listed under a source's ``pages``: the first fetch is an article page's (table above); after
+that the page is asked again every poll with a conditional GET (its ETag / Last-Modified and a
+digest of its body kept in ``nw:fetch:feed:<id of the page URL>``). A 304, or the same body, sends
+nothing; a changed body goes out as a new version under its own article id
+(``page_version_id``), which clean ties to the page's story when it is a near-duplicate of the
+last version.
+
 A sitemap index is followed: its child sitemaps are fetched (each with conditional GET) down to
 ``max_sitemap_depth`` (2) levels below the configured sitemap, at most ``max_child_sitemaps`` (50)
 per index and ``max_sitemaps_per_poll`` (100) per configured sitemap and poll.
@@ -51,8 +58,10 @@ Redis keys of fetch (besides ``nw:url:<id>``):
   ``url``, ``title``, ``published``, ``lang`` of a page waiting for a retry; TTL URL TTL.
 - ``nw:fetch:due:<source id>``: sorted set of the source's article ids waiting for a retry, scored
   by ``not_before``; TTL URL TTL, refreshed.
-- ``nw:fetch:lease:<id of the feed/sitemap URL>``: the replica polling it now (``SET NX PX``, for
-  its poll interval): replicas share the sources. The feed's hash also keeps ``interval`` (adaptive)
+- ``nw:fetch:lease:<id of the feed/sitemap/page URL>``: the replica polling it (``SET NX PX``, for
+  its poll interval, renewed by that replica's next poll): replicas share the sources. One Lua
+  call before the GET takes the lease, reads the feed's hash and reserves the host's slot; the
+  writes after it are batched every 50 ms. The feed's hash also keeps ``interval`` (adaptive)
   and ``items`` (a digest of what it listed, to tell a change).
 - ``nw:fetch:claim:<article id>``: the fetcher getting that page now (an article listed in several
   feeds, or seen by two replicas, is fetched once); it expires ``NEWSWATCH_HTTP_DEADLINE`` + 30 s
