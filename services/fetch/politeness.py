@@ -300,9 +300,9 @@ class PinnedTransport:
             origin.busy -= 1
 
     async def aclose(self) -> None:
-        for origin in self._origins.values():
+        origins, self._origins = list(self._origins.values()), {}  # requests still ending may add to it
+        for origin in origins:
             await origin.pool.aclose()
-        self._origins.clear()
 
 
 def header(response: httpcore.Response, name: bytes) -> str:
