@@ -246,7 +246,6 @@ class StageRunner:
         if not self._started:
             await until_started(f"stage {self.name} start", self.stage.start, self.backoff, stage=self.name)
             self._started = True
-            metrics.UP.labels(self.name).set(1)
             log.info("stage started", extra={"stage": self.name})
 
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
@@ -381,6 +380,7 @@ class _Service:
 
         async def agent(stream: faust.StreamT) -> None:
             await runner.ensure_started()
+            metrics.UP.labels(stage.decl.name).set(1)
             # acked below, only once handled: an interrupted input is never committed
             manual = cast(Any, stream).noack()
             try:
