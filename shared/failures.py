@@ -81,6 +81,16 @@ def classify(exc: BaseException) -> Kind:
     return Kind.UNKNOWN
 
 
+def dependency(exc: BaseException) -> str:
+    """What a transient failure is blamed on, one of ``shared.pipeline.DEPENDENCIES``: the broker
+    (a Kafka client's error), Redis (a Redis client's error), or other."""
+    if isinstance(exc, aiokafka_errors.KafkaError | kafka_errors.KafkaError):
+        return "broker"
+    if isinstance(exc, redis.RedisError):
+        return "redis"
+    return "other"
+
+
 def where(exc: BaseException) -> str:
     """The innermost frame of the traceback, as ``file:line in function`` (for a dead letter)."""
     frames = traceback.extract_tb(exc.__traceback__)

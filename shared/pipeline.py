@@ -26,6 +26,11 @@ class StageDecl:
     input: TopicSpec | None
     outputs: tuple[TopicSpec, ...]
 
+    @property
+    def input_label(self) -> str:
+        """The ``topic`` label of the stage's input in its metrics (a source stage: ``SOURCE_INPUT``)."""
+        return self.input.suffix if self.input is not None else SOURCE_INPUT
+
 
 @dataclass(frozen=True)
 class ServiceDecl:
@@ -61,6 +66,13 @@ SERVICES: tuple[ServiceDecl, ...] = (
 )
 
 SERVICE_NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
+
+# The ``topic`` label of what a source stage takes in (its metrics): the items its sources list.
+SOURCE_INPUT = "sources"
+
+# What a transient failure is blamed on (``newswatch_dependency_errors_total{dependency}``): the
+# broker, Redis, or anything else that passes by itself (the network, a delivery another consumer holds).
+DEPENDENCIES: tuple[str, ...] = ("broker", "redis", "other")
 
 
 def service(name: str) -> ServiceDecl:

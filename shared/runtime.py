@@ -20,6 +20,11 @@ poller) has ``run(outlet, stop)`` and hands its outputs to the outlet. For both,
   SHA-256 and the input's topic/partition/offset kept, so the whole input can be re-read;
 - runs CPU-heavy work off the event loop (``cpu()``), so heartbeats, commits and a service's
   other stages keep running while a page is extracted or a model runs.
+- counts, once, what every stage does (``shared.metrics``): inputs consumed, outputs acknowledged,
+  failures by kind, dead letters, transient failures by dependency, processing time, article age,
+  alerts by rule and severity and their feed-to-alert latency (when the broker acknowledges them);
+  ``newswatch_up`` is 1 only while a stage runs, and a consuming service exports its consumer lag
+  per partition from a thread of its own (``LagExporter``, every ``NEWSWATCH_LAG_SECONDS``).
 
 Delivery is at-least-once; stages are idempotent (article and story ids in Redis), so a
 redelivered input changes nothing downstream.
@@ -50,7 +55,7 @@ from shared.logs import logging_config
 from shared.pipeline import ServiceDecl, StageDecl
 from shared.retry import Backoff
 from shared.settings import Settings
-from shared.topics import DEAD_LETTER, TopicSpec
+from shared.topics import DEAD_LETTER, LagProbe, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +134,11 @@ class Outlet:
                               f"{self.settings.max_message_bytes}-byte message limit")
         return value
 
-    async def deliver(self, outputs: Sequence[Emit]) -> None:
-        """Send every output and wait for every acknowledgement; raises what the send raised."""
+    async def deliver(self, outputs: Sequence[Emit], fetched_at: float | None = None) -> None:
+        """Send every output and wait for every acknowledgement; raises what the send raised.
+
+        ``fetched_at``: when the page of the input's article was fetched (an output that does not
+        carry it, an alert, is as old as its input)."""
         encoded = [(out, self.encode(out)) for out in outputs]  # all checked before anything is sent
         sent: list[Emit] = []
         for out, value in encoded:
@@ -142,10 +150,15 @@ class Outlet:
         for out in sent:
             if out.once_key:
                 await self.redis.set(out.once_key, "1", ex=self.settings.dedup_ttl_days * 86400)
-            metrics.MESSAGES_OUT.labels(self.decl.name, out.topic.suffix).inc()
-            fetched_at = _fetched_at(out.event)
-            if fetched_at:
-                metrics.ARTICLE_AGE_SECONDS.labels(self.decl.name).observe(max(0.0, time.time() - fetched_at))
+            metrics.MESSAGES_PRODUCED.labels(self.decl.name, out.topic.suffix).inc()
+            since = _fetched_at(out.event) or fetched_at
+            age = max(0.0, time.time() - since) if since else None
+            if age is not None:
+                metrics.ARTICLE_AGE_SECONDS.labels(self.decl.name).observe(age)
+            if isinstance(out.event, events.Alert):
+                metrics.ALERTS_FIRED.labels(out.event.rule_id, out.event.severity).inc()
+                if age is not None:
+                    metrics.FEED_TO_ALERT_SECONDS.labels(self.decl.name).observe(age)
         for out in outputs:
             if out.after is not None:
                 await out.after()
@@ -162,7 +175,7 @@ class Outlet:
                 if classify(exc) is not Kind.TRANSIENT:
                     raise
                 attempt += 1
-                metrics.RETRIES.labels(self.decl.name).inc()
+                metrics.dependency_error(self.decl.name, exc)
                 log.warning("send failed, retrying", extra={"stage": self.decl.name, "error": repr(exc),
                                                             "attempt": attempt})
                 if not await self.backoff.sleep(attempt, stop):
@@ -170,9 +183,10 @@ class Outlet:
 
 
 async def until_started(what: str, start: Callable[[], Awaitable[Any]], backoff: Backoff,
-                        stop: asyncio.Event | None = None) -> bool:
+                        stop: asyncio.Event | None = None, stage: str = "") -> bool:
     """Call ``start`` until it returns, waiting out transient failures (a broker or Redis still
-    starting); other errors are raised. False if ``stop`` was set first."""
+    starting; counted against ``stage``'s dependencies when given); other errors are raised. False
+    if ``stop`` was set first."""
     attempt = 0
     while stop is None or not stop.is_set():
         try:
@@ -182,12 +196,14 @@ async def until_started(what: str, start: Callable[[], Awaitable[Any]], backoff:
             if classify(exc) is not Kind.TRANSIENT:
                 raise
             attempt += 1
+            if stage:
+                metrics.dependency_error(stage, exc)
             log.warning(f"{what} failed, retrying", extra={"error": repr(exc)[:500], "attempt": attempt})
             await backoff.sleep(attempt, stop)
     return False
 
 
-def _fetched_at(event: events.Event) -> float | None:
+def _fetched_at(event: events.Event | None) -> float | None:
     if isinstance(event, events.RawPage | events.Article):
         return event.fetched_at
     if isinstance(event, events.LabelledArticle | events.TaggedArticle):
@@ -228,13 +244,13 @@ class StageRunner:
     async def ensure_started(self) -> None:
         """Load models and connect before the first input; transient failures are waited out."""
         if not self._started:
-            await until_started(f"stage {self.name} start", self.stage.start, self.backoff)
+            await until_started(f"stage {self.name} start", self.stage.start, self.backoff, stage=self.name)
             self._started = True
             log.info("stage started", extra={"stage": self.name})
 
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
         """Process one input: returns "ok" or "dead-lettered"."""
-        metrics.MESSAGES_IN.labels(self.name).inc()
+        metrics.MESSAGES_CONSUMED.labels(self.name, self.input.suffix).inc()
         started = time.perf_counter()
         transient = unknown = 0
         while True:
@@ -247,7 +263,7 @@ class StageRunner:
                 except events.SchemaError as exc:
                     raise PoisonInput(str(exc)) from exc
                 outputs = await self.stage.process(event)
-                await self.outlet.deliver(outputs)
+                await self.outlet.deliver(outputs, _fetched_at(event))
                 metrics.PROCESSING_SECONDS.labels(self.name).observe(time.perf_counter() - started)
                 return "ok"
             except asyncio.CancelledError:
@@ -257,7 +273,7 @@ class StageRunner:
                 if kind is Kind.TRANSIENT:
                     # Redis or the broker is away: wait and retry the same input; never drop it.
                     transient += 1
-                    metrics.RETRIES.labels(self.name).inc()
+                    metrics.dependency_error(self.name, exc)
                     log.warning("transient failure, retrying", extra={
                         "stage": self.name, "error": repr(exc)[:500], "attempt": transient, "topic": topic,
                         "partition": partition, "offset": offset})
@@ -269,7 +285,7 @@ class StageRunner:
                         "stage": self.name, "attempt": unknown, "topic": topic, "offset": offset})
                     await self.backoff.sleep(unknown)
                     continue
-                metrics.MESSAGES_FAILED.labels(self.name, type(exc).__name__).inc()
+                metrics.MESSAGES_FAILED.labels(self.name, self.input.suffix, kind.value).inc()
                 await self._dead_letter(topic, partition, offset, key, value, exc, kind, unknown + 1)
                 return "dead-lettered"
 
@@ -291,11 +307,11 @@ class StageRunner:
                 raise
             except Exception as send_exc:
                 attempt += 1
-                metrics.RETRIES.labels(self.name).inc()
+                metrics.dependency_error(self.name, send_exc)
                 log.warning("dead-letter send failed, retrying", extra={"stage": self.name,
                                                                         "error": repr(send_exc)[:500]})
                 await self.backoff.sleep(attempt)
-        metrics.DEAD_LETTERED.labels(self.name).inc()
+        metrics.DEAD_LETTERED.labels(self.name, self.input.suffix).inc()
 
 
 # --- faust wiring -----------------------------------------------------------------------------------
@@ -364,12 +380,16 @@ class _Service:
 
         async def agent(stream: faust.StreamT) -> None:
             await runner.ensure_started()
+            metrics.UP.labels(stage.decl.name).set(1)
             # acked below, only once handled: an interrupted input is never committed
             manual = cast(Any, stream).noack()
-            async for event in manual.events():
-                message = event.message
-                await runner.handle(message.topic, message.partition, message.offset, event.key, event.value)
-                await manual.ack(event)
+            try:
+                async for event in manual.events():
+                    message = event.message
+                    await runner.handle(message.topic, message.partition, message.offset, event.key, event.value)
+                    await manual.ack(event)
+            finally:
+                metrics.UP.labels(stage.decl.name).set(0)
 
         self.app.agent(source, name=f"{stage.decl.name}-agent")(agent)
 
@@ -379,11 +399,13 @@ class _Service:
 
         async def task() -> None:
             await until_started(f"stage {stage.decl.name} start", stage.start,
-                                Backoff(initial=0.5, cap=self.settings.retry_cap_seconds))
+                                Backoff(initial=0.5, cap=self.settings.retry_cap_seconds), stage=stage.decl.name)
             log.info("stage started", extra={"stage": stage.decl.name})
+            metrics.UP.labels(stage.decl.name).set(1)
             try:
                 await stage.run(outlet, stop)
             finally:
+                metrics.UP.labels(stage.decl.name).set(0)
                 stop.set()
 
         self.app.task(task)  # cancelled by the worker at shutdown
@@ -401,17 +423,23 @@ async def _run_sources(decl: ServiceDecl, stages: Sequence[SourceStage], setting
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await until_started("producer start", producer.start, backoff, stop)
+    await until_started("producer start", producer.start, backoff, stop,
+                        stage=stages[0].decl.name if stages else "")
     redis = redis_store.connect(settings.redis_url)
 
     async def send(topic: str, key: bytes | None, value: bytes) -> None:
         await producer.send_and_wait(topic, value, key=key)
 
     async def one(stage: SourceStage) -> None:
-        if not await until_started(f"stage {stage.decl.name} start", stage.start, backoff, stop):
+        if not await until_started(f"stage {stage.decl.name} start", stage.start, backoff, stop,
+                                   stage=stage.decl.name):
             return
         log.info("stage started", extra={"stage": stage.decl.name})
-        await stage.run(Outlet(stage.decl, send, redis, settings), stop)
+        metrics.UP.labels(stage.decl.name).set(1)
+        try:
+            await stage.run(Outlet(stage.decl, send, redis, settings), stop)
+        finally:
+            metrics.UP.labels(stage.decl.name).set(0)
 
     tasks = [asyncio.create_task(one(stage), name=stage.decl.name) for stage in stages]
     stopping = asyncio.create_task(stop.wait())
@@ -446,6 +474,11 @@ def run_service(name: str, stages: Sequence[Stage | SourceStage], settings: Sett
         asyncio.run(_run_sources(decl, cast(Sequence[SourceStage], stages), settings))
         return
     service = _Service(decl, stages, settings)
+    # consumer lag of the service's group, read in a thread of its own every NEWSWATCH_LAG_SECONDS
+    probe = LagProbe(settings, client_id=f"{decl.group_id(settings.topic_prefix)}-lag")
+    group = decl.group_id(settings.topic_prefix)
+    metrics.LagExporter(decl, settings.topic_prefix, settings.lag_seconds,
+                        lambda topics: probe.read(group, topics)).start()
     worker = faust.Worker(service.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
                           logging_config=logging_config(name, settings.log_level, settings.log_format))
     worker.execute_from_commandline()

@@ -26,6 +26,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("NEWSWATCH_REPLICATION", "1", "Replication factor of created topics"),
     EnvVar("NEWSWATCH_METRICS_PORT", "0", "Port of this service's /metrics (0 = the service's default)"),
     EnvVar("NEWSWATCH_METRICS_HOST", "0.0.0.0", "Address the /metrics server binds to"),
+    EnvVar("NEWSWATCH_LAG_SECONDS", "15",
+           "seconds between two reads of the consumer group's lag (newswatch_consumer_lag_messages)"),
     EnvVar("NEWSWATCH_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)"),
     EnvVar("NEWSWATCH_LOG_FORMAT", "json", "Log format: json (one object a line) or text"),
     EnvVar("NEWSWATCH_MAX_MESSAGE_BYTES", "8388608",
@@ -88,6 +90,7 @@ class Settings:
     replication: int
     metrics_port: int
     metrics_host: str
+    lag_seconds: float
     log_level: str
     log_format: str
     max_message_bytes: int

@@ -60,28 +60,35 @@ def body_of(alert: events.Alert, fmt: str) -> bytes:
 
 async def post_alert(client: httpx.AsyncClient, url: str, alert: events.Alert, attempts: int,
                      fmt: str = "json") -> None:
-    """POST the alert; retry on network errors and 5xx/429 with backoff; raise WebhookError at the end."""
+    """POST the alert; retry on network errors and 5xx/429 with backoff; raise WebhookError at the end.
+
+    Counted once per delivery in ``newswatch_webhook_deliveries_total{outcome}`` (ok, refused, failed)
+    and once per POST in ``newswatch_webhook_attempts_total{status_class}``."""
     body = body_of(alert, fmt)
     last = ""
+    outcome = "failed"
     for attempt in range(1, attempts + 1):
         wait: float | None = None
         try:
             response = await client.post(url, content=body, headers={"content-type": "application/json",
                                                                       "x-newswatch-alert-id": alert.id})
+        except httpx.HTTPError as exc:
+            metrics.WEBHOOK_ATTEMPTS.labels(metrics.status_class(None)).inc()
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            metrics.WEBHOOK_ATTEMPTS.labels(metrics.status_class(response.status_code)).inc()
             if response.status_code < 300:
                 metrics.WEBHOOK_DELIVERIES.labels("ok").inc()
                 return
             last = f"HTTP {response.status_code}"
             if response.status_code < 500 and response.status_code not in {408, 429}:
-                break  # the receiver refuses this alert: retrying will not help
+                outcome = "refused"  # the receiver refuses this alert: retrying will not help
+                break
             wait = parse_retry_after(response.headers.get("retry-after"))
-        except httpx.HTTPError as exc:
-            last = f"{type(exc).__name__}: {exc}"
         if attempt < attempts:
-            metrics.WEBHOOK_DELIVERIES.labels("retry").inc()
             delay = BACKOFF.delay(attempt) if wait is None else min(wait, 60.0)
             await asyncio.sleep(delay)
-    metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+    metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
     raise WebhookError(f"webhook {url} failed after {attempts} attempt(s): {last}")
 
 

@@ -43,8 +43,16 @@ def make_alert(match: Match, tagged: events.TaggedArticle, now: float | None = N
     )
 
 
+def load_rule_set(path: str) -> RuleSet:
+    """The rules of ``path``, compiled; their alert series are created at zero."""
+    rules = RuleSet(load_rules(path))
+    for rule in rules.rules:
+        metrics.init_rule(rule.id, rule.severity)
+    return rules
+
+
 def watched_rules(path: str) -> Watched[RuleSet]:
-    return Watched("rules", [path], lambda: RuleSet(load_rules(path)))
+    return Watched("rules", [path], lambda: load_rule_set(path))
 
 
 class AlertStage:
@@ -92,9 +100,9 @@ class AlertStage:
             if match.rule.cooldown_minutes > 0 and not await self._cooldown_free(match.rule, alert, fired, tagged.id):
                 metrics.ALERTS_SUPPRESSED.labels(alert.rule_id).inc()
                 continue
+            # counted in newswatch_alerts_total by the runtime, once the broker has it
             out.append(Emit(ALERTS, alert.rule_id, alert,
                             once_key=f"nw:alert:sent:{alert.rule_id}:{alert.story_id}"))
-            metrics.ALERTS_FIRED.labels(alert.rule_id).inc()
         out.extend(await self.spikes.observe([m for m in matches if m.rule.spike is not None], tagged))
 
         async def done() -> None:
@@ -118,6 +126,7 @@ class WebhookStage:
         self.rules = rules
         self.redis: aioredis.Redis = redis_store.connect(settings.redis_url)
         self.client: httpx.AsyncClient | None = None
+        metrics.init_webhooks()
 
     async def start(self) -> None:
         await self.redis.ping()

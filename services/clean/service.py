@@ -120,6 +120,7 @@ class CleanStage:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.index: StoryIndex | None = None
+        metrics.init_clean()
 
     async def start(self) -> None:
         client = redis_store.connect(self.settings.redis_url)
@@ -135,7 +136,7 @@ class CleanStage:
         article.story_id = story.story_id
         article.duplicate_of = story.duplicate_of
         article.similarity = story.similarity
-        metrics.DUPLICATES.labels(story.kind).inc()
+        metrics.CLEAN_ARTICLES.labels(story.kind).inc()
         return [Emit(ARTICLES, article.id, article)]
 
 

@@ -22,13 +22,14 @@ HTTP policy for article pages (after redirects, each hop checked by ``politeness
 | refusal, size cap, non-public address          |                                                           |
 | a page over the broker's message cap (poison)  | given up                                                  |
 
-"Given up" = ``nw:url:<id>`` set to ``failed: <reason>`` for ``NEWSWATCH_URL_TTL_DAYS`` and counted
-in ``newswatch_messages_failed_total{stage="fetch", error=<reason class>}``; every retry scheduled is
-counted in ``newswatch_retries_total{stage="fetch"}``. A page waiting for its retry blocks neither
+"Given up" = ``nw:url:<id>`` set to ``failed: <reason>`` for ``NEWSWATCH_URL_TTL_DAYS``. Every page
+fetch counts in ``newswatch_fetch_pages_total{source, outcome=published|retry|gave_up}``; a page given
+up also in ``newswatch_messages_failed_total{stage="fetch"}``. A page waiting for its retry blocks neither
 the poll loop nor other URLs: it is skipped until its time, then fetched by the source's loop, even
 if its feed no longer lists it or answers 304.
 
-Feeds and sitemaps (conditional GET, ``newswatch_fetch_polls_total{source, outcome}``):
+Feeds and sitemaps (conditional GET, ``newswatch_fetch_polls_total{source, outcome, status_class}``;
+an ok or unchanged poll sets ``newswatch_fetch_last_success_timestamp_seconds{source}``):
 
 | answer                                   | action                                                        |
 |------------------------------------------|---------------------------------------------------------------|
@@ -131,13 +132,6 @@ def page_action(status: int) -> Action:
     if status in RETRIED_STATUSES or 500 <= status < 600:
         return Action.RETRY
     return Action.FINAL
-
-
-def _reason_class(status: int) -> str:
-    """Low-cardinality label for a final status (the metric's ``error`` label)."""
-    if status in {404, 410}:
-        return "gone"
-    return f"http_{status // 100}xx"
 
 
 @dataclass(frozen=True)
@@ -276,6 +270,8 @@ class FetchStage:
         self._write_behind: dict[str, tuple[str, dict[Any, Any], str, int]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._start_script: Any = self.redis.register_script(_POLL_START)
+        for source in self.sources:
+            metrics.init_source(source.id)
 
     async def start(self) -> None:
         await self.redis.ping()
@@ -339,7 +335,7 @@ class FetchStage:
                             cached: Hash | None) -> tuple[str, Response | None, Hash]:
         state = self._docs.get(url)
         if state is not None and state.not_before > time.time():
-            metrics.FEED_POLLS.labels(source.id, "backoff").inc()
+            metrics.poll(source.id, "backoff", None)
             log.debug(f"{kind} backed off", extra={"source": source.id, kind: url})
             return "backoff", None, {}
         reserved = self._reserved.pop(url, None)
@@ -353,7 +349,7 @@ class FetchStage:
         try:
             response = await self.http.get(url, headers, reserved=reserved)
         except FetchError as exc:
-            metrics.FEED_POLLS.labels(source.id, "error").inc()
+            metrics.poll(source.id, "error", None)
             if exc.permanent:
                 log.warning(f"{kind} poll failed", extra={"source": source.id, kind: url, "error": str(exc)})
             else:
@@ -362,13 +358,13 @@ class FetchStage:
         status = response.status
         if status == 304:
             self._docs.pop(url, None)
-            metrics.FEED_POLLS.labels(source.id, "unchanged").inc()
+            metrics.poll(source.id, "unchanged", status)
             return "unchanged", None, cached
         metrics.FETCHED_BYTES.labels(source.id).inc(len(response.body))
         if 200 <= status < 300:
             self._docs.pop(url, None)
             return "ok", response, cached
-        metrics.FEED_POLLS.labels(source.id, "error").inc()
+        metrics.poll(source.id, "error", status)
         if status in RETRIED_STATUSES or 500 <= status < 600:
             self._back_off_doc(source, url, kind, f"HTTP {status}", parse_retry_after(response.retry_after))
         else:
@@ -405,11 +401,11 @@ class FetchStage:
         except Exception as exc:  # parse_feed reports in .error; anything else is still a broken feed
             feed = FeedResult(error=f"{type(exc).__name__}: {exc}"[:300])
         if feed.error:
-            metrics.FEED_POLLS.labels(source.id, "error").inc()
+            metrics.poll(source.id, "error", response.status)
             log.warning("feed poll failed: the body is not a feed", extra={"source": source.id, "feed": url,
                                                                          "error": feed.error})
             return []
-        metrics.FEED_POLLS.labels(source.id, "ok").inc()
+        metrics.poll(source.id, "ok", response.status)
         await self._remember(url, response, feed.items, cached)
         return feed.items
 
@@ -434,11 +430,11 @@ class FetchStage:
             try:
                 items, children = parse_sitemap(response.body)
             except SitemapError as exc:
-                metrics.FEED_POLLS.labels(source.id, "error").inc()
+                metrics.poll(source.id, "error", response.status)
                 log.warning("sitemap poll failed: the body is not a sitemap",
                             extra={"source": source.id, "sitemap": url, "error": str(exc)})
                 return []
-            metrics.FEED_POLLS.labels(source.id, "ok").inc()
+            metrics.poll(source.id, "ok", response.status)
             await self._remember(url, response, items, cached, children)
         else:
             return []
@@ -472,17 +468,18 @@ class FetchStage:
         await self.redis.delete(retry_key(aid))
         await self.redis.zrem(due_key(source.id), aid)
 
-    async def _give_up(self, source: Source, item: Item, aid: str, reason: str, label: str) -> None:
+    async def _give_up(self, source: Source, item: Item, aid: str, reason: str) -> None:
         await redis_store.mark_url(self.redis, aid, f"failed: {reason}"[:500], self.url_ttl)
         await self._forget_retry(source, aid)
-        metrics.MESSAGES_FAILED.labels(STAGE, label).inc()
+        metrics.FETCH_PAGES.labels(source.id, "gave_up").inc()
+        metrics.MESSAGES_FAILED.labels(STAGE, pipeline.SOURCE_INPUT, "poison").inc()
         log.warning("page given up", extra={"source": source.id, "url": item.url, "id": aid, "reason": reason})
 
     async def _retry_later(self, source: Source, item: Item, aid: str, reason: str, retry_after: float | None) -> None:
         key = retry_key(aid)
         attempts = int(await self.redis.hincrby(key, "attempts", 1))
         if attempts >= self.policy.max_attempts:
-            await self._give_up(source, item, aid, f"{reason} after {attempts} attempts", "gave_up")
+            await self._give_up(source, item, aid, f"{reason} after {attempts} attempts")
             return
         delay = (min(retry_after, self.policy.retry_after_cap) if retry_after is not None
                  else self.policy.page_backoff.delay(attempts))
@@ -494,7 +491,7 @@ class FetchStage:
         await self.redis.zadd(due_key(source.id), {aid: not_before})
         await self.redis.expire(due_key(source.id), self.url_ttl)
         self._due_hint[source.id] = min(self._due_hint.get(source.id, not_before), not_before)
-        metrics.RETRIES.labels(STAGE).inc()
+        metrics.FETCH_PAGES.labels(source.id, "retry").inc()
         log.warning("page fetch failed, retrying later", extra={
             "source": source.id, "url": item.url, "id": aid, "error": reason, "attempt": attempts,
             "retry_in": round(delay, 3)})
@@ -515,9 +512,12 @@ class FetchStage:
         claim_ms = int((self.settings.http_deadline + 30) * 1000)
         if not await self.redis.set(claim_key(aid), self.replica, nx=True, px=claim_ms):
             return "busy"
+        metrics.MESSAGES_CONSUMED.labels(STAGE, pipeline.SOURCE_INPUT).inc()
+        started = time.perf_counter()
         try:
             return await self._fetch_claimed(source, item, aid, retry, stop)
         finally:
+            metrics.PROCESSING_SECONDS.labels(STAGE).observe(time.perf_counter() - started)
             await self.redis.delete(claim_key(aid))
 
     async def _fetch_claimed(self, source: Source, item: Item, aid: str, retry: Hash,
@@ -528,7 +528,7 @@ class FetchStage:
             response = await self.http.get(item.url)
         except FetchError as exc:
             if exc.permanent:
-                await self._give_up(source, item, aid, str(exc), "refused")
+                await self._give_up(source, item, aid, str(exc))
                 return "failed"
             await self._retry_later(source, item, aid, str(exc), None)
             return "retry"
@@ -539,7 +539,7 @@ class FetchStage:
                                     parse_retry_after(response.retry_after))
             return "retry"
         if action is Action.FINAL:
-            await self._give_up(source, item, aid, f"http {response.status}", _reason_class(response.status))
+            await self._give_up(source, item, aid, f"http {response.status}")
             return "failed"
         if item.url in source.pages:  # a page polled again later: its validators for a conditional GET
             await self._remember_page(item.url, response)
@@ -564,7 +564,7 @@ class FetchStage:
         outcome, response, cached = await self._get_doc(source, url, "page", cached)
         if response is None:
             return outcome
-        metrics.FEED_POLLS.labels(source.id, "ok").inc()
+        metrics.poll(source.id, "ok", response.status)
         digest = page_digest(response.body)
         if digest == _text(cached, "body") or page_action(response.status) is not Action.PUBLISH:
             await self._remember_page(url, response)
@@ -585,7 +585,6 @@ class FetchStage:
             http_status=response.status, content_type=response.content_type, body=response.body,
             feed_title=item.title, feed_published=item.published, lang_hint=item.lang or source.lang,
         )
-        started = time.perf_counter()
 
         async def in_flight() -> None:
             # Only now that the broker holds the page is the URL in flight: a crash before re-fetches it.
@@ -597,11 +596,11 @@ class FetchStage:
         try:
             delivered = await self.outlet.deliver_retrying([Emit(RAW_PAGES, aid, page, after=in_flight)], stop)
         except PoisonInput as exc:
-            await self._give_up(source, item, aid, f"unpublishable: {exc}", "poison")
+            await self._give_up(source, item, aid, f"unpublishable: {exc}")
             return "failed"
         if not delivered:
             return "stopped"
-        metrics.PROCESSING_SECONDS.labels(STAGE).observe(time.perf_counter() - started)
+        metrics.FETCH_PAGES.labels(source.id, "published").inc()
         log.info("page published", extra={"source": source.id, "url": item.url, "id": aid})
         return "published"
 
@@ -640,6 +639,9 @@ class FetchStage:
         for aid in by_id:
             pipe.exists(redis_store.url_key(aid))
         known = await pipe.execute() if by_id else []
+        new = sum(1 for seen in known if not seen)
+        metrics.FETCH_ITEMS.labels(source.id, "new").inc(new)
+        metrics.FETCH_ITEMS.labels(source.id, "seen").inc(len(items) - new)
         # New URLs are fetched; a configured page fetched before is asked again, conditionally.
         unique = [item for item, seen in zip(by_id.values(), known, strict=True)
                   if not seen or item.url in source.pages]
@@ -660,7 +662,6 @@ class FetchStage:
     async def poll(self, source: Source, stop: asyncio.Event | None = None) -> int:
         """One poll of every feed, sitemap and page of one source; returns how many items it listed."""
         items = await self._listed(source)
-        metrics.MESSAGES_IN.labels(STAGE).inc(len(items))
         await self._fetch_items(source, items, stop)
         return len(items)
 
@@ -744,7 +745,7 @@ class FetchStage:
         try:
             await pipe.execute()
         except Exception as exc:  # Redis away: the next polls read older validators, no more
-            metrics.RETRIES.labels(STAGE).inc()
+            metrics.dependency_error(STAGE, exc)
             log.warning("feed state not written, kept for the next batch",
                         extra={"feeds": len(writes), "error": repr(exc)})
             self._write_behind = {**writes, **self._write_behind}
@@ -773,7 +774,6 @@ class FetchStage:
                     next_pages = now + base
                     items.extend(Item(url=page) for page in source.pages)
                 if items:
-                    metrics.MESSAGES_IN.labels(STAGE).inc(len(items))
                     await self._fetch_items(source, items, stop)
                 # Page retries: Redis is asked when one is due by what this replica knows (it scheduled
                 # it), and at least every ``due_refresh`` seconds (one another replica scheduled).
@@ -788,10 +788,11 @@ class FetchStage:
                 raise
             except Exception as exc:  # one broken source must not stop the others
                 if classify(exc) is Kind.TRANSIENT:
-                    metrics.RETRIES.labels(STAGE).inc()
+                    metrics.dependency_error(STAGE, exc)
                     log.warning("poll interrupted, retried at the next poll",
                                 extra={"source": source.id, "error": repr(exc)})
                 else:
+                    metrics.MESSAGES_FAILED.labels(STAGE, pipeline.SOURCE_INPUT, "unknown").inc()
                     log.exception("poll failed", extra={"source": source.id})
                 wait = base
             await self._sleep(min(max(0.01, wait), 3600.0), stop)

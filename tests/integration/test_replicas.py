@@ -50,7 +50,7 @@ def _consumed(port: int) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith('newswatch_messages_in_total{stage="clean"}'))
+               if line.startswith('newswatch_messages_consumed_total{stage="clean",'))
 
 
 def test_two_clean_replicas_give_one_story_and_one_alert(broker_port: int, redis_port: int,

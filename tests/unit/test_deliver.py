@@ -11,10 +11,11 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from services.alert import deliver
 from services.alert.deliver import WebhookError, deliver_once, delivered_key
-from shared import events
+from shared import events, metrics
 from shared.failures import Kind, TransientError, classify
 from shared.retry import Backoff
 from tests.webhook_receiver import Receiver
@@ -79,3 +80,39 @@ def test_a_refused_alert_is_dead_lettered_and_its_claim_released(receiver: Recei
     assert len(receiver.posts) == 1  # 4xx: not retried
     assert redis.Redis.from_url(redis_url).get(delivered_key(ALERT.id, receiver.url)) is None
     assert _deliver(redis_url, receiver.url) == [True]  # a replay of the dead letter delivers it
+
+
+def _counts() -> dict[str, float]:
+    out: dict[str, float] = {}
+    for metric in REGISTRY.collect():
+        for s in metric.samples:
+            if s.name == "newswatch_webhook_deliveries_total":
+                out[s.labels["outcome"]] = s.value
+            elif s.name == "newswatch_webhook_attempts_total":
+                out["attempt " + s.labels["status_class"]] = s.value
+    return out
+
+
+def _delta(before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in _counts().items() if v - before.get(k, 0.0)}
+
+
+def test_each_delivery_is_counted_once_by_outcome_and_each_post_by_status_class(
+        receiver: Receiver, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deliver, "BACKOFF", Backoff(initial=0.01, cap=0.02))
+    metrics.init_webhooks()
+    assert {"ok", "refused", "failed", "attempt none", "attempt 5xx"} <= set(_counts())  # at zero from the start
+    receiver.script = [500, 503, 500]  # every attempt fails: one failed delivery, not retries + a failure
+    before = _counts()
+    [result] = _deliver(redis_url, receiver.url, attempts=3)
+    assert isinstance(result, WebhookError)
+    assert _delta(before) == {"failed": 1, "attempt 5xx": 3}
+    receiver.script = [500]  # one retry, then delivered
+    before = _counts()
+    assert _deliver(redis_url, receiver.url) == [True]
+    assert _delta(before) == {"ok": 1, "attempt 5xx": 1, "attempt 2xx": 1}
+    receiver.script = [404]
+    before = _counts()
+    redis.Redis.from_url(redis_url).flushdb()
+    [result] = _deliver(redis_url, receiver.url)
+    assert isinstance(result, WebhookError) and _delta(before) == {"refused": 1, "attempt 4xx": 1}

@@ -253,7 +253,9 @@ def sitemap_index(*urls: str) -> bytes:
 
 
 def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(s.value for metric in REGISTRY.collect() for s in metric.samples
+               if s.name == name and labels.items() <= s.labels.items())
 
 
 async def run_until(stage: FetchStage, outlet: FakeOutlet, done: Callable[[], bool], timeout: float,
@@ -280,9 +282,14 @@ def test_page_503_twice_then_200_is_published_once_after_retry_after(script: Scr
     script.set("/a.html", Reply(503, b"busy", {"Retry-After": "1"}), Reply(503, b"busy", {"Retry-After": "1"}),
                Reply(200, b"<html><body>ok</body></html>", {"Content-Type": "text/html"}))
     source = Source(id="t-503", feeds=(script.url("/feed.xml"),), poll_seconds=0.1)
+    consumed = sample("newswatch_messages_consumed_total", stage="fetch")
+    timed = sample("newswatch_processing_seconds_count", stage="fetch")
 
     async def go() -> None:
         stage = FetchStage(fetch_settings, [source], fast_policy())
+        # the source's series exist at zero from the start
+        assert REGISTRY.get_sample_value("newswatch_fetch_pages_total", {"source": source.id, "outcome": "retry"}) == 0
+        assert REGISTRY.get_sample_value("newswatch_fetch_last_success_timestamp_seconds", {"source": source.id}) == 0
         outlet = FakeOutlet()
         await run_until(stage, outlet, lambda: bool(outlet.sent), timeout=6.0, linger=0.5)
         hits = script.hits("/a.html")
@@ -297,7 +304,39 @@ def test_page_503_twice_then_200_is_published_once_after_retry_after(script: Scr
         assert await stage.redis.zcard(due_key(source.id)) == 0
         assert any(h.get("if-none-match") == '"v1"' for h in script.headers_of("/feed.xml"))  # polled, 304
         await stage.redis.aclose()
+    started = time.time()
     asyncio.run(go())
+    # three page fetches (two 503s, then the 200), each counted in and timed once, whatever the feed relisted
+    assert sample("newswatch_fetch_pages_total", source=source.id, outcome="retry") == 2
+    assert sample("newswatch_fetch_pages_total", source=source.id, outcome="published") == 1
+    assert sample("newswatch_messages_consumed_total", stage="fetch") == consumed + 3
+    assert sample("newswatch_processing_seconds_count", stage="fetch") == timed + 3
+    assert sample("newswatch_fetch_items_total", source=source.id, state="new") == 1  # one poll listed it (200)
+    assert sample("newswatch_fetch_polls_total", source=source.id, outcome="ok", status_class="2xx") == 1
+    assert sample("newswatch_fetch_polls_total", source=source.id, outcome="unchanged", status_class="3xx") >= 1
+    assert sample("newswatch_fetch_last_success_timestamp_seconds", source=source.id) >= started
+
+
+def test_items_seen_again_are_counted_as_seen_not_taken_in(script: Script, fetch_settings: Settings) -> None:
+    pages = [script.url(f"/s{n}.html") for n in range(3)]
+    script.set("/feed.xml", Reply(200, rss(*pages)))  # no validators: parsed again at every poll
+    for n in range(3):
+        script.set(f"/s{n}.html", Reply(200, b"<html><body>ok</body></html>", {"Content-Type": "text/html"}))
+    source = Source(id="t-seen", feeds=(script.url("/feed.xml"),), poll_seconds=0.1)
+    consumed = sample("newswatch_messages_consumed_total", stage="fetch")
+
+    async def go() -> None:
+        stage = FetchStage(fetch_settings, [source], fast_policy())
+        outlet = FakeOutlet()
+        await run_until(stage, outlet, lambda: len(script.hits("/feed.xml")) >= 4, timeout=5.0)
+        assert len(outlet.sent) == 3
+        await stage.redis.aclose()
+    asyncio.run(go())
+    polls = len(script.hits("/feed.xml"))
+    assert sample("newswatch_fetch_items_total", source=source.id, state="new") == 3
+    assert sample("newswatch_fetch_items_total", source=source.id, state="seen") == 3 * (polls - 1)
+    assert sample("newswatch_messages_consumed_total", stage="fetch") == consumed + 3  # not 3 * polls
+    assert sample("newswatch_fetch_pages_total", source=source.id, outcome="published") == 3
 
 
 def test_page_429_with_retry_after_is_published_after_it(script: Script, fetch_settings: Settings) -> None:
@@ -305,7 +344,6 @@ def test_page_429_with_retry_after_is_published_after_it(script: Script, fetch_s
     script.set("/feed.xml", Reply(200, rss(page)))
     script.set("/b.html", Reply(429, b"slow down", {"Retry-After": "1"}), Reply(200, b"<html>ok</html>"))
     source = Source(id="t-429", feeds=(script.url("/feed.xml"),), poll_seconds=0.1)
-    retries = sample("newswatch_retries_total", stage="fetch")
 
     async def go() -> None:
         stage = FetchStage(fetch_settings, [source], fast_policy())
@@ -317,7 +355,8 @@ def test_page_429_with_retry_after_is_published_after_it(script: Script, fetch_s
         assert await url_state(stage, page) == redis_store.URL_INFLIGHT
         await stage.redis.aclose()
     asyncio.run(go())
-    assert sample("newswatch_retries_total", stage="fetch") == retries + 1
+    assert sample("newswatch_fetch_pages_total", source=source.id, outcome="retry") == 1
+    assert sample("newswatch_fetch_pages_total", source=source.id, outcome="published") == 1
 
 
 def test_404_and_410_are_final_at_once(script: Script, fetch_settings: Settings) -> None:
@@ -326,7 +365,7 @@ def test_404_and_410_are_final_at_once(script: Script, fetch_settings: Settings)
     script.set("/gone-404.html", Reply(404, b"no"))
     script.set("/gone-410.html", Reply(410, b"gone"))
     source = Source(id="t-gone", feeds=(script.url("/feed.xml"),), poll_seconds=0.1)
-    failed = sample("newswatch_messages_failed_total", stage="fetch", error="gone")
+    failed = sample("newswatch_messages_failed_total", stage="fetch", topic="sources", kind="poison")
 
     async def go() -> None:
         stage = FetchStage(fetch_settings, [source], fast_policy())
@@ -339,7 +378,8 @@ def test_404_and_410_are_final_at_once(script: Script, fetch_settings: Settings)
         assert not await stage.redis.exists(retry_key(article_id(gone404)))
         await stage.redis.aclose()
     asyncio.run(go())
-    assert sample("newswatch_messages_failed_total", stage="fetch", error="gone") == failed + 2
+    assert sample("newswatch_messages_failed_total", stage="fetch", topic="sources", kind="poison") == failed + 2
+    assert sample("newswatch_fetch_pages_total", source=source.id, outcome="gave_up") == 2
 
 
 def test_500_forever_is_given_up_after_max_attempts(script: Script, fetch_settings: Settings) -> None:
@@ -347,7 +387,7 @@ def test_500_forever_is_given_up_after_max_attempts(script: Script, fetch_settin
     script.set("/feed.xml", Reply(200, rss(page)))
     script.set("/broken.html", Reply(500, b"oops"))
     source = Source(id="t-500", feeds=(script.url("/feed.xml"),), poll_seconds=0.1)
-    gave_up = sample("newswatch_messages_failed_total", stage="fetch", error="gave_up")
+    failed = sample("newswatch_messages_failed_total", stage="fetch")
 
     async def go() -> None:
         stage = FetchStage(fetch_settings, [source], fast_policy(max_attempts=3))
@@ -371,7 +411,9 @@ def test_500_forever_is_given_up_after_max_attempts(script: Script, fetch_settin
         assert await stage.redis.zcard(due_key(source.id)) == 0
         await stage.redis.aclose()
     asyncio.run(go())
-    assert sample("newswatch_messages_failed_total", stage="fetch", error="gave_up") == gave_up + 1
+    assert sample("newswatch_messages_failed_total", stage="fetch") == failed + 1
+    assert sample("newswatch_fetch_pages_total", source=source.id, outcome="retry") == 2
+    assert sample("newswatch_fetch_pages_total", source=source.id, outcome="gave_up") == 1
 
 
 def test_network_error_is_retried_later_without_blocking(fetch_settings: Settings) -> None:
@@ -452,10 +494,12 @@ def test_sitemap_answering_500_is_an_error_and_backed_off(script: Script, fetch_
     async def go() -> None:
         stage = FetchStage(fetch_settings, [source], fast_policy())
         assert await stage._listed(source) == []
-        assert sample("newswatch_fetch_polls_total", source=source.id, outcome="error") == errors + 1
+        assert sample("newswatch_fetch_polls_total", source=source.id, outcome="error",
+                      status_class="5xx") == errors + 1
         assert await stage._listed(source) == []  # backed off: not asked again before Retry-After
         assert len(script.hits("/sm.xml")) == 1
-        assert sample("newswatch_fetch_polls_total", source=source.id, outcome="backoff") == 1
+        assert sample("newswatch_fetch_polls_total", source=source.id, outcome="backoff", status_class="none") == 1
+        assert sample("newswatch_fetch_last_success_timestamp_seconds", source=source.id) == 0
         await asyncio.sleep(1.05)
         assert [i.url for i in await stage._listed(source)] == [script.url("/fresh.html")]
         assert sample("newswatch_fetch_polls_total", source=source.id, outcome="ok") == 1
@@ -479,6 +523,8 @@ def test_broken_feeds_are_errors_with_a_log_line(script: Script, fetch_settings:
         await stage.redis.aclose()
     asyncio.run(go())
     assert sample("newswatch_fetch_polls_total", source=source.id, outcome="error") == 2
+    assert sample("newswatch_fetch_polls_total", source=source.id, outcome="error", status_class="4xx") == 1  # 403
+    assert sample("newswatch_fetch_polls_total", source=source.id, outcome="error", status_class="2xx") == 1  # html
     assert sample("newswatch_fetch_polls_total", source=source.id, outcome="ok") == 1
     messages = [(r.getMessage(), getattr(r, "feed", "")) for r in caplog.records]
     assert ("feed poll failed: HTTP 403; check the URL in the sources file", script.url("/forbidden.xml")) in messages

@@ -14,13 +14,14 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from aiokafka import errors as kafka_errors
+from prometheus_client import REGISTRY
 
-from shared import events, pipeline
+from shared import events, metrics, pipeline
 from shared.failures import Kind, PoisonInput, TransientError, classify
 from shared.retry import Backoff, parse_retry_after
 from shared.runtime import Emit, StageRunner, cpu
 from shared.settings import Settings
-from shared.topics import ARTICLES, DEAD_LETTER, LABELLED, RAW_PAGES
+from shared.topics import ALERTS, ARTICLES, DEAD_LETTER, LABELLED, RAW_PAGES, TAGGED
 
 
 @pytest.mark.parametrize(("exc", "kind"), [
@@ -256,6 +257,106 @@ def test_a_failed_dead_letter_send_is_retried(runtime_env: Settings) -> None:
     broker.failures = [kafka_errors.KafkaConnectionError("down"), ConnectionResetError()]
     result, broker = _run(runtime_env, EchoStage(), b"not json", broker)
     assert result == "dead-lettered" and len(broker.on("dead-letter")) == 1
+
+
+def value(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_a_stage_s_series_exist_at_zero_and_each_input_counts_once(runtime_env: Settings) -> None:
+    metrics.init_stage(pipeline.LANGDETECT)
+    stage, inp, out = "langdetect", "articles", "articles-labelled"
+    for name, labels in [("newswatch_messages_consumed_total", {"topic": inp}),
+                         ("newswatch_messages_produced_total", {"topic": out}),
+                         ("newswatch_messages_failed_total", {"topic": inp, "kind": "poison"}),
+                         ("newswatch_messages_failed_total", {"topic": inp, "kind": "unknown"}),
+                         ("newswatch_messages_dead_lettered_total", {"topic": inp}),
+                         ("newswatch_dependency_errors_total", {"dependency": "broker"}),
+                         ("newswatch_dependency_errors_total", {"dependency": "redis"}),
+                         ("newswatch_processing_seconds_count", {}), ("newswatch_up", {})]:
+        assert value(name, stage=stage, **labels) is not None, (name, labels)  # exported before any input
+    counted = {"consumed": ("newswatch_messages_consumed_total", {"topic": inp}),
+               "produced": ("newswatch_messages_produced_total", {"topic": out}),
+               "processed": ("newswatch_processing_seconds_count", {}),
+               "aged": ("newswatch_article_age_seconds_count", {}),
+               "redis errors": ("newswatch_dependency_errors_total", {"dependency": "redis"}),
+               "broker errors": ("newswatch_dependency_errors_total", {"dependency": "broker"}),
+               "other errors": ("newswatch_dependency_errors_total", {"dependency": "other"})}
+
+    def read() -> dict[str, float]:
+        return {k: value(name, stage=stage, **lb) or 0.0 for k, (name, lb) in counted.items()}
+
+    before = read()
+    echo = EchoStage()
+    echo.raises = [redis.ConnectionError("refused")]
+    broker = FakeBroker()
+    broker.failures = [kafka_errors.KafkaConnectionError("down")]
+    assert _run(runtime_env, echo, events.encode(_article()), broker)[0] == "ok"
+    after = read()
+    # one input, processed three times (a Redis error, a broker error, then through): counted in once
+    assert {k: after[k] - before[k] for k in before} == {
+        "consumed": 1, "produced": 1, "processed": 1, "aged": 1, "redis errors": 1, "broker errors": 1,
+        "other errors": 0}
+
+
+def test_failures_count_by_kind_and_dead_letters_by_topic(runtime_env: Settings) -> None:
+    labels = {"stage": "langdetect", "topic": "articles"}
+    poison = value("newswatch_messages_failed_total", kind="poison", **labels) or 0.0
+    unknown = value("newswatch_messages_failed_total", kind="unknown", **labels) or 0.0
+    letters = value("newswatch_messages_dead_lettered_total", **labels) or 0.0
+    assert _run(runtime_env, EchoStage(), b"not json")[0] == "dead-lettered"
+    stage = EchoStage()
+    stage.raises = [KeyError("x")] * 5
+    assert _run(runtime_env, stage, events.encode(_article()))[0] == "dead-lettered"
+    assert value("newswatch_messages_failed_total", kind="poison", **labels) == poison + 1
+    assert value("newswatch_messages_failed_total", kind="unknown", **labels) == unknown + 1
+    assert value("newswatch_messages_dead_lettered_total", **labels) == letters + 2
+
+
+class AlertingStage:
+    """articles-tagged → alerts: one alert per input, as the alert stage publishes it."""
+
+    decl: ClassVar[pipeline.StageDecl] = pipeline.ALERT
+
+    async def start(self) -> None:
+        return None
+
+    async def process(self, tagged: events.TaggedArticle) -> Sequence[Emit]:
+        alert = events.Alert(id=f"r1:{tagged.id}", rule_id="r1", rule_name="R", story_id=tagged.id,
+                             article_id=tagged.id, url="u", title="t", source="s", lang="fr", published="",
+                             created_at=0.0, severity="critical")
+        return [Emit(ALERTS, "r1", alert, once_key=f"nw:test:alert:{tagged.id}")]
+
+
+def test_an_alert_counts_by_rule_and_severity_and_its_feed_to_alert_latency_once(runtime_env: Settings) -> None:
+    import time
+
+    metrics.init_stage(pipeline.ALERT)
+    metrics.init_rule("r1", "critical")
+    assert value("newswatch_alerts_total", rule="r1", severity="critical") is not None
+    alerts = value("newswatch_alerts_total", rule="r1", severity="critical") or 0.0
+    seen = value("newswatch_feed_to_alert_seconds_count", stage="alert") or 0.0
+    total = value("newswatch_feed_to_alert_seconds_sum", stage="alert") or 0.0
+    skipped = value("newswatch_messages_once_skipped_total", stage="alert", topic="alerts") or 0.0
+    fetched = time.time() - 42.0  # the page was fetched 42 s ago
+    tagged = events.TaggedArticle(id="t1", article=_article(), language=events.Language(
+        lang="fr", confidence=1.0, script="Latn"))
+    tagged.article.fetched_at = fetched
+    broker = FakeBroker()
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(runtime_env.redis_url)
+        runner = StageRunner(AlertingStage(), broker.send, client, runtime_env)
+        for _ in range(2):  # the same input redelivered: the alert is not published, nor counted, again
+            await runner.handle(TAGGED.name(runtime_env.topic_prefix), 0, 3, b"t1", events.encode(tagged))
+        await client.aclose()
+
+    asyncio.run(go())
+    assert len(broker.on("alerts")) == 1
+    assert value("newswatch_alerts_total", rule="r1", severity="critical") == alerts + 1
+    assert value("newswatch_feed_to_alert_seconds_count", stage="alert") == seen + 1
+    assert 42.0 <= (value("newswatch_feed_to_alert_seconds_sum", stage="alert") or 0.0) - total < 60.0
+    assert value("newswatch_messages_once_skipped_total", stage="alert", topic="alerts") == skipped + 1
 
 
 def test_cpu_work_runs_off_the_event_loop() -> None:
