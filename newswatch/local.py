@@ -115,12 +115,14 @@ def start_broker(port: int, log_path: Path, advertised_port: int | None = None) 
     return proc
 
 
-def start_redis(port: int, workdir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def start_redis(port: int, workdir: Path, log_path: Path, durable: bool = True) -> subprocess.Popen[bytes]:
     """redis-server with append-only persistence in ``workdir`` (fsync every second): a restarted
-    Redis, or a restarted ``newswatch run``, keeps seen URLs, stories and alert keys."""
+    Redis, or a restarted ``newswatch run``, keeps seen URLs, stories and alert keys. ``durable=False``
+    (benchmarks): in memory only, so that a busy disk does not stall it."""
     workdir.mkdir(parents=True, exist_ok=True)
-    proc = spawn([redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                  "--appendonly", "yes", "--appendfsync", "everysec", "--appenddirname", "appendonly",
+    persistence = ["--appendonly", "yes", "--appendfsync", "everysec", "--appenddirname", "appendonly"] \
+        if durable else ["--appendonly", "no"]
+    proc = spawn([redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence,
                   "--dir", str(workdir), "--protected-mode", "yes"], log_path)
     wait_port(port, "redis-server", proc=proc)
     return proc

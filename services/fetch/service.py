@@ -147,7 +147,8 @@ class FetchPolicy:
     max_sitemaps_per_poll: int = 100  # per configured sitemap (the index, its children, theirs)
     retry_batch: int = 100  # due page retries taken per wake-up of a source's loop
     start_jitter: float = 2.0  # first polls spread over up to this many seconds
-    due_refresh: float = 60.0  # a source's page retries are looked up in Redis at least this often
+    due_refresh: float = 300.0  # a source's page retries are looked up in Redis at least this often (the
+    # replica that scheduled a retry wakes for it by itself; this finds those another replica scheduled)
     page_concurrency: int = 8  # pages of one source fetched at once (the host gate limits each host)
     adapt_min: float = 0.25  # a feed that changes at every poll is polled down to interval * adapt_min
     adapt_max: float = 4.0  # one that never changes up to interval * adapt_max
@@ -252,7 +253,7 @@ class FetchStage:
         self.policy = policy or FetchPolicy()
         self.url_ttl = settings.url_ttl_days * 86400
         self.replica = uuid.uuid4().hex[:12]
-        self.redis: aioredis.Redis = redis_store.connect(settings.redis_url, max_connections=64)
+        self.redis: aioredis.Redis = redis_store.connect(settings.redis_url, max_connections=128)
         self.http = PoliteClient(settings.user_agent, settings.http_timeout, settings.max_page_bytes,
                                  settings.host_delay_seconds, settings.allow_hosts,
                                  deadline=settings.http_deadline, host_concurrency=settings.host_concurrency,
