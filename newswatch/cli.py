@@ -353,11 +353,11 @@ def demo_sites(port: Annotated[int, typer.Option()] = 8808, host: Annotated[str,
 
 @app.command()
 def settings() -> None:
-    """Every NEWSWATCH_* variable, its current value and what it does."""
-    from shared.settings import ENV_VARS, env
+    """Every NEWSWATCH_* variable, its current value (passwords hidden) and what it does."""
+    from shared.settings import ENV_VARS, env, shown
 
     for var in ENV_VARS:
-        typer.echo(f"{var.name}={env(var.name)}    # {var.doc}")
+        typer.echo(f"{var.name}={shown(var.name, env(var.name))}    # {var.doc}")
 
 
 def main() -> None:

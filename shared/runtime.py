@@ -44,7 +44,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, cast
 import faust
 import redis.asyncio as aioredis
 
-from shared import events, metrics, pipeline, redis_store
+from shared import events, kafka_clients, metrics, pipeline, redis_store
 from shared.failures import Kind, PoisonInput, classify, where
 from shared.logs import logging_config
 from shared.pipeline import ServiceDecl, StageDecl
@@ -304,7 +304,7 @@ class StageRunner:
 def make_app(service: ServiceDecl, settings: Settings, **overrides: Any) -> faust.App:
     """A faust app configured for both Apache Kafka and the embedded tansu broker."""
     conf: dict[str, Any] = {
-        "broker": [f"kafka://{server}" for server in settings.bootstrap_servers],
+        **kafka_clients.faust_config(settings),  # brokers, security protocol, SASL, TLS
         "key_serializer": "raw",
         "value_serializer": "raw",
         "web_enabled": False,  # /metrics is served by prometheus-client on its own port
@@ -341,7 +341,7 @@ class _Service:
         self.decl = decl
         self.settings = settings
         self.app = make_app(decl, settings)
-        self.redis = redis_store.connect(settings.redis_url)
+        self.redis = redis_store.connect(settings)
         self._topics: dict[str, faust.types.TopicT] = {}
         for stage in stages:
             if stage.decl.input is None:
@@ -393,7 +393,7 @@ async def _run_sources(decl: ServiceDecl, stages: Sequence[SourceStage], setting
     """A service made only of source stages (fetch): a plain producer, no consumer group to join."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5,
+    producer = AIOKafkaProducer(**kafka_clients.client_config(settings), acks="all", linger_ms=5,
                                 client_id=decl.group_id(settings.topic_prefix), request_timeout_ms=30000,
                                 max_request_size=settings.max_message_bytes + 65536)
     backoff = Backoff(initial=0.5, cap=settings.retry_cap_seconds)
@@ -402,7 +402,7 @@ async def _run_sources(decl: ServiceDecl, stages: Sequence[SourceStage], setting
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await until_started("producer start", producer.start, backoff, stop)
-    redis = redis_store.connect(settings.redis_url)
+    redis = redis_store.connect(settings)
 
     async def send(topic: str, key: bytes | None, value: bytes) -> None:
         await producer.send_and_wait(topic, value, key=key)

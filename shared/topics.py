@@ -14,7 +14,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from shared import events
+from shared import events, kafka_clients
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                     client_id="newswatch-admin", request_timeout_ms=10000)
+            admin = KafkaAdminClient(**kafka_clients.client_config(settings), client_id="newswatch-admin",
+                                     request_timeout_ms=10000)
             break
         except KafkaError as exc:  # broker still starting
             if time.monotonic() > deadline:
@@ -92,14 +92,14 @@ def consumer_lag(settings: Settings, group_id: str, topics: list[str], timeout_s
     Raises RuntimeError when some partition's high watermark could not be read in time."""
     from kafka import KafkaConsumer, TopicPartition
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="newswatch-lag",
+    admin = KafkaAdminClient(**kafka_clients.client_config(settings), client_id="newswatch-lag",
                              request_timeout_ms=10000)
     try:
         offsets = admin.list_group_offsets(group_id).get(group_id, {})
         committed = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
     finally:
         admin.close()
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+    consumer = KafkaConsumer(**kafka_clients.client_config(settings), group_id=None,
                              enable_auto_commit=False, fetch_max_wait_ms=50, max_partition_fetch_bytes=1024)
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]

@@ -55,7 +55,7 @@ class AlertStage:
     def __init__(self, settings: Settings, rules: Watched[RuleSet]) -> None:
         self.settings = settings
         self.rules = rules
-        self.redis: aioredis.Redis = redis_store.connect(settings.redis_url)
+        self.redis: aioredis.Redis = redis_store.connect(settings)
         self.spikes = Spikes(self.redis)
 
     async def start(self) -> None:
@@ -116,7 +116,7 @@ class WebhookStage:
     def __init__(self, settings: Settings, rules: Watched[RuleSet]) -> None:
         self.settings = settings
         self.rules = rules
-        self.redis: aioredis.Redis = redis_store.connect(settings.redis_url)
+        self.redis: aioredis.Redis = redis_store.connect(settings)
         self.client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
