@@ -1,4 +1,4 @@
-"""Metric definitions shared by every stage, and the /metrics server.
+"""Metric definitions shared by every stage, and the /metrics server (which also answers /healthz).
 
 Each service is its own process with its own port (declared in ``shared.pipeline``); the
 ``stage`` label names the stage, so one Grafana panel can show the whole pipeline.
@@ -6,8 +6,16 @@ Each service is its own process with its own port (declared in ``shared.pipeline
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from shared.health import Liveness
 from shared.pipeline import ServiceDecl
 
 MESSAGES_IN = Counter("newswatch_messages_in_total", "Messages consumed by a stage", ["stage"])
@@ -37,9 +45,31 @@ ALERTS_SUPPRESSED = Counter("newswatch_alerts_suppressed_total",
                             "Rule matches not alerted because the story already fired", ["rule"])
 WEBHOOK_DELIVERIES = Counter("newswatch_webhook_deliveries_total", "Webhook POSTs", ["outcome"])
 
-def serve_metrics(service: ServiceDecl, port: int = 0, host: str = "0.0.0.0") -> int:
-    """Start the /metrics HTTP server in a thread (``port`` 0: the service's declared port); return the port."""
+def serve_metrics(service: ServiceDecl, port: int = 0, host: str = "0.0.0.0",
+                  liveness: Liveness | None = None) -> int:
+    """Start the HTTP server in a thread (``port`` 0: the service's declared port); return the port.
+
+    It serves the metrics on every path but one: ``/healthz`` answers the ``liveness`` verdict
+    (200 or 503, JSON; see ``shared/health.py``)."""
     port = port or service.metrics_port
-    start_http_server(port, addr=host)
+    metrics_app = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if liveness is not None and environ.get("PATH_INFO") == "/healthz":
+            verdict = liveness.check()
+            start_response("200 OK" if verdict.ok else "503 Service Unavailable",
+                           [("Content-Type", "application/json")])
+            return [verdict.json()]
+        return metrics_app(environ, start_response)
+
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    server_class: type[ThreadingWSGIServer] = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+    httpd: ThreadingWSGIServer = make_server(host, port, app, server_class, handler_class=_QuietHandler)
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
     UP.labels(service.name).set(1)
     return port
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # one line per scrape is noise
+        pass
