@@ -140,8 +140,10 @@ class Liveness:
                     problems.append(f"stage {st.name} has {st.waiting} inputs waiting and has finished none for "
                                     f"{now - progress:.0f} s ({st.state})")
                 stages[st.name] = {
-                    "state": st.state, "handled": st.handled, "waiting": st.waiting,
-                    "seconds_since_handled": round(now - st.last_handled, 1) if st.last_handled else None,
+                    "state": st.state,
+                    **({"handled": st.handled, "waiting": st.waiting,
+                        "seconds_since_handled": round(now - st.last_handled, 1) if st.last_handled else None}
+                       if st.consuming else {}),
                     **({"error": st.error} if st.error else {}),
                 }
         body: dict[str, object] = {"service": self.service, "ok": not problems, "problems": problems,

@@ -121,7 +121,8 @@ def test_source_stages_count_no_waiting_input() -> None:
     live.observe("fetch", [("t", 0, 50, 0)])  # never happens for a source; even so it is not a stall
     clock.now += 100
     live.beat()
-    assert live.check().ok
+    verdict = live.check()
+    assert verdict.ok and verdict.body["stages"] == {"fetch": {"state": "starting"}}
 
 
 @pytest.fixture(scope="module")
