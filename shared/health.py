@@ -3,8 +3,9 @@
 
 A service is live when all of these hold:
 
-- its event loop runs: the runtime beats every few seconds (``beat``); a loop blocked for
-  ``NEWSWATCH_STALL_SECONDS`` fails, whatever the metrics thread still answers;
+- its event loop runs: the runtime beats every few seconds (``beat``) once the service is up (a faust
+  service: once its consumer and producer have started); no beat for ``NEWSWATCH_STALL_SECONDS``
+  fails, whatever the metrics thread still answers;
 - no stage task died (``died``: the exception that ended it);
 - no consuming stage has input waiting without finishing one for ``NEWSWATCH_STALL_SECONDS``:
   *waiting* is what the broker holds on the partitions this process owns beyond what the stage
@@ -131,7 +132,8 @@ class Liveness:
         with self._lock:
             quiet = now - self._beat
             if quiet > self.stall_seconds:
-                problems.append(f"the event loop has not run for {quiet:.0f} s")
+                problems.append(f"the event loop has not beaten for {quiet:.0f} s (blocked, or the service "
+                                "never got started: broker unreachable?)")
             for st in self._stages.values():
                 progress = max(st.last_handled, st.waiting_since)
                 if st.state == DIED:

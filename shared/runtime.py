@@ -445,8 +445,9 @@ class _Service:
 async def _run_sources(decl: ServiceDecl, stages: Sequence[SourceStage], settings: Settings,
                        liveness: Liveness | None = None) -> None:
     """A service made only of source stages (fetch): a plain producer, no consumer group to join."""
-    live = liveness or new_liveness(decl, settings)
     from aiokafka import AIOKafkaProducer
+
+    live = liveness or new_liveness(decl, settings)
 
     producer = AIOKafkaProducer(**kafka_clients.client_config(settings), acks="all", linger_ms=5,
                                 client_id=decl.group_id(settings.topic_prefix), request_timeout_ms=30000,
@@ -456,6 +457,13 @@ async def _run_sources(decl: ServiceDecl, stages: Sequence[SourceStage], setting
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+    async def beats() -> None:  # the event loop turns (also while the broker is awaited)
+        while True:
+            live.beat()
+            await asyncio.sleep(beat_seconds(settings))
+
+    beating = asyncio.create_task(beats(), name="liveness")
     await until_started("producer start", producer.start, backoff, stop)
     redis = redis_store.connect(settings)
 
@@ -470,12 +478,6 @@ async def _run_sources(decl: ServiceDecl, stages: Sequence[SourceStage], setting
             live.running(stage.decl.name)
             await stage.run(Outlet(stage.decl, send, redis, settings), stop)
 
-    async def beats() -> None:
-        while True:
-            live.beat()
-            await asyncio.sleep(beat_seconds(settings))
-
-    beating = asyncio.create_task(beats(), name="liveness")
     tasks = [asyncio.create_task(one(stage), name=stage.decl.name) for stage in stages]
     stopping = asyncio.create_task(stop.wait())
     try:
