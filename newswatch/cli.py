@@ -203,6 +203,41 @@ def service(name: Annotated[str, typer.Argument(help="fetch, clean, langdetect, 
     importlib.import_module(f"services.{name}.service").main()
 
 
+@app.command()
+def health(name: Annotated[str, typer.Argument(help="fetch, clean, langdetect, entities or alert")],
+           port: Annotated[int, typer.Option(help="Its metrics port (0: NEWSWATCH_METRICS_PORT, else the "
+                                                  "service's default)")] = 0,
+           timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer")] = 5.0) -> None:
+    """Liveness of a running service (the containers' health check): exit 0 when it is consuming (or has
+    nothing waiting), 1 with the reason when a stage has had input waiting without finishing any for
+    NEWSWATCH_STALL_SECONDS, a stage died, its event loop is blocked, or it does not answer."""
+    import urllib.error
+    import urllib.request
+
+    from shared.pipeline import SERVICE_NAMES
+    from shared.pipeline import service as declared
+    from shared.settings import Settings
+
+    if name not in SERVICE_NAMES:
+        raise typer.BadParameter(f"unknown service {name!r}; one of {', '.join(SERVICE_NAMES)}")
+    settings = Settings.from_env()
+    port = port or settings.metrics_port or declared(name).metrics_port
+    host = settings.metrics_host if settings.metrics_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # 503: not live, and why
+        body = json.loads(exc.read() or b"{}")
+    except (OSError, ValueError) as exc:
+        body = {"service": name, "ok": False, "problems": [f"{url} does not answer: {exc}"]}
+    if body.get("service") not in (None, name):
+        body = {**body, "ok": False, "problems": [f"port {port} is {body.get('service')}'s, not {name}'s"]}
+    _emit(body)
+    if not body.get("ok"):
+        raise typer.Exit(code=1)
+
+
 @topics_app.command("create")
 def topics_create() -> None:
     """Create the pipeline's topics (idempotent): the admin step run before the services."""
@@ -353,11 +388,11 @@ def demo_sites(port: Annotated[int, typer.Option()] = 8808, host: Annotated[str,
 
 @app.command()
 def settings() -> None:
-    """Every NEWSWATCH_* variable, its current value and what it does."""
-    from shared.settings import ENV_VARS, env
+    """Every NEWSWATCH_* variable, its current value (passwords hidden) and what it does."""
+    from shared.settings import ENV_VARS, env, shown
 
     for var in ENV_VARS:
-        typer.echo(f"{var.name}={env(var.name)}    # {var.doc}")
+        typer.echo(f"{var.name}={shown(var.name, env(var.name))}    # {var.doc}")
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import msgspec
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from shared import events
+from shared import events, kafka_clients
 from shared.settings import Settings
 from shared.topics import RAW_PAGES
 
@@ -52,11 +52,11 @@ def replay(settings: Settings, source: str | None, since: float, until: float, *
            timeout: float = 600.0, progress: Callable[[ReplayResult], None] | None = None) -> ReplayResult:
     """Produce again every raw page of ``source`` (all sources if None) fetched in [since, until)."""
     topic = RAW_PAGES.name(settings.topic_prefix)
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
+    consumer = KafkaConsumer(**kafka_clients.client_config(settings), group_id=None, enable_auto_commit=False,
                              auto_offset_reset="earliest", consumer_timeout_ms=500,
                              fetch_max_bytes=settings.max_message_bytes * 2,
                              max_partition_fetch_bytes=settings.max_message_bytes)
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
+    producer = KafkaProducer(**kafka_clients.client_config(settings), acks="all",
                              max_request_size=settings.max_message_bytes)
     result = ReplayResult()
     try:

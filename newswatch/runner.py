@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.text import Text
 
 from newswatch import local
-from shared import events, pipeline
+from shared import events, kafka_clients, pipeline
 from shared.settings import Settings
 from shared.topics import ALERTS, consumer_lag, create_topics
 
@@ -57,7 +57,7 @@ class RunOptions:
 async def tail_alerts(settings: Settings, on_alert: Callable[[events.Alert], None], stop: asyncio.Event) -> None:
     """Read the alert topic from its start, calling ``on_alert`` for each alert, until ``stop``."""
     consumer = AIOKafkaConsumer(
-        ALERTS.name(settings.topic_prefix), bootstrap_servers=settings.bootstrap_servers, group_id=None,
+        ALERTS.name(settings.topic_prefix), **kafka_clients.client_config(settings), group_id=None,
         auto_offset_reset="earliest", enable_auto_commit=False, client_id=f"{settings.topic_prefix}-tail",
     )
     await consumer.start()

@@ -1,4 +1,4 @@
-"""Every metric of newswatch, defined once, and the /metrics server.
+"""Every metric of newswatch, defined once, and the /metrics server (which also answers /healthz).
 
 Conventions (Prometheus): counters end in ``_total``, durations are in seconds, a point in time is
 ``_timestamp_seconds``; a label takes its values from a closed set only: stage and topic names
@@ -18,14 +18,19 @@ the max of ``newswatch_consumer_lag_messages`` (every replica reads its group's 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from shared import pipeline
 from shared.failures import Kind, dependency
+from shared.health import Liveness
 from shared.pipeline import ServiceDecl, StageDecl
 from shared.topics import ALERTS
 
@@ -247,10 +252,32 @@ class LagExporter(threading.Thread):
         self.stopped.set()
 
 
-def serve_metrics(service: ServiceDecl, port: int = 0, host: str = "0.0.0.0") -> int:
-    """Create the service's series at zero and start the /metrics HTTP server in a thread (``port`` 0:
-    the service's declared port); return the port."""
+def serve_metrics(service: ServiceDecl, port: int = 0, host: str = "0.0.0.0",
+                  liveness: Liveness | None = None) -> int:
+    """Create the service's series at zero and start the HTTP server in a thread (``port`` 0: the
+    service's declared port); return the port.
+
+    It serves the metrics on every path but one: ``/healthz`` answers the ``liveness`` verdict
+    (200 or 503, JSON; see ``shared/health.py``)."""
     port = port or service.metrics_port
     init_service(service)
-    start_http_server(port, addr=host)
+    metrics_app = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if liveness is not None and environ.get("PATH_INFO") == "/healthz":
+            verdict = liveness.check()
+            start_response("200 OK" if verdict.ok else "503 Service Unavailable",
+                           [("Content-Type", "application/json")])
+            return [verdict.json()]
+        return metrics_app(environ, start_response)
+
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    server_class: type[ThreadingWSGIServer] = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+    httpd: ThreadingWSGIServer = make_server(host, port, app, server_class, handler_class=_QuietHandler)
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
     return port
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # one line per scrape is noise
+        pass

@@ -13,18 +13,27 @@ service's private keys are documented beside its code (``services/clean/dedup.py
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis.asyncio as aioredis
 
+from shared.settings import Settings
 
-def connect(url: str, max_connections: int | None = None) -> aioredis.Redis:
-    """A client; with ``max_connections``, commands beyond that many at once wait for a connection
-    (a blocking pool) instead of failing: for a process with thousands of concurrent tasks (fetch)."""
+
+def connect(settings: Settings, max_connections: int | None = None) -> aioredis.Redis:
+    """The client every service uses: ``NEWSWATCH_REDIS_URL`` (``rediss://`` for TLS, and a user and
+    password in it if wanted), with ``NEWSWATCH_REDIS_PASSWORD`` when the URL carries no password.
+
+    With ``max_connections``, commands beyond that many at once wait for a connection (a blocking
+    pool) instead of failing: for a process with thousands of concurrent tasks (fetch)."""
+    options: dict[str, Any] = {"decode_responses": False, "health_check_interval": 30, "socket_timeout": 10,
+                               "socket_connect_timeout": 5}
+    if settings.redis_password:
+        options["password"] = settings.redis_password  # a password in the URL wins over this one
     if max_connections is None:
-        return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30,
-                                       socket_timeout=10, socket_connect_timeout=5)
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30,
-                                                    decode_responses=False, health_check_interval=30,
-                                                    socket_timeout=10, socket_connect_timeout=5)
+        return aioredis.Redis.from_url(settings.redis_url, **options)
+    pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=max_connections, timeout=30,
+                                                    **options)
     return aioredis.Redis(connection_pool=pool)
 
 

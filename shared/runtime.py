@@ -49,8 +49,9 @@ from typing import Any, ClassVar, Protocol, TypeVar, cast
 import faust
 import redis.asyncio as aioredis
 
-from shared import events, metrics, pipeline, redis_store
+from shared import events, kafka_clients, metrics, pipeline, redis_store
 from shared.failures import Kind, PoisonInput, classify, where
+from shared.health import Liveness
 from shared.logs import logging_config
 from shared.pipeline import ServiceDecl, StageDecl
 from shared.retry import Backoff
@@ -320,7 +321,7 @@ class StageRunner:
 def make_app(service: ServiceDecl, settings: Settings, **overrides: Any) -> faust.App:
     """A faust app configured for both Apache Kafka and the embedded tansu broker."""
     conf: dict[str, Any] = {
-        "broker": [f"kafka://{server}" for server in settings.bootstrap_servers],
+        **kafka_clients.faust_config(settings),  # brokers, security protocol, SASL, TLS
         "key_serializer": "raw",
         "value_serializer": "raw",
         "web_enabled": False,  # /metrics is served by prometheus-client on its own port
@@ -350,20 +351,63 @@ def make_app(service: ServiceDecl, settings: Settings, **overrides: Any) -> faus
     return faust.App(service.group_id(settings.topic_prefix), **conf)
 
 
+def beat_seconds(settings: Settings) -> float:
+    """How often the event loop reports to the liveness check (a few beats per stall period)."""
+    return min(5.0, settings.stall_seconds / 4)
+
+
+def new_liveness(decl: ServiceDecl, settings: Settings) -> Liveness:
+    liveness = Liveness(decl.name, settings.stall_seconds)
+    for stage in decl.stages:
+        liveness.add(stage.name, consuming=stage.input is not None)
+    return liveness
+
+
 class _Service:
     """One service process: a faust app with one agent per consuming stage and one task per source stage."""
 
-    def __init__(self, decl: ServiceDecl, stages: Sequence[Stage | SourceStage], settings: Settings) -> None:
+    def __init__(self, decl: ServiceDecl, stages: Sequence[Stage | SourceStage], settings: Settings,
+                 liveness: Liveness | None = None) -> None:
         self.decl = decl
         self.settings = settings
+        self.liveness = liveness or new_liveness(decl, settings)
         self.app = make_app(decl, settings)
-        self.redis = redis_store.connect(settings.redis_url)
+        self.redis = redis_store.connect(settings)
         self._topics: dict[str, faust.types.TopicT] = {}
+        inputs: dict[str, str] = {}  # consuming stage → its input topic
         for stage in stages:
             if stage.decl.input is None:
                 self._add_source(stage)  # type: ignore[arg-type]
             else:
                 self._add_consumer(stage)  # type: ignore[arg-type]
+                inputs[stage.decl.name] = stage.decl.input.name(settings.topic_prefix)
+
+        async def watch() -> None:  # on the event loop: a beat, and what each stage has waiting
+            self.liveness.beat()
+            for name, topic in inputs.items():
+                self.liveness.observe(name, self.partitions(topic))
+
+        self.app.timer(beat_seconds(settings), name="liveness")(watch)
+
+    def partitions(self, topic: str) -> list[tuple[str, int, int | None, int | None]]:
+        """(topic, partition, high watermark, committed offset) of each partition of ``topic`` this process
+        owns; the high watermark is the one the last fetch response carried (None before the first)."""
+        try:
+            consumer = self.app.consumer
+            assigned = consumer.assignment()
+        except Exception:  # the consumer is not started yet
+            return []
+        # faust's record of the group's committed offsets (set when a partition is assigned, then at each commit)
+        committed: Any = getattr(consumer, "_committed_offset", {})
+        found = []
+        for tp in assigned:
+            if tp.topic == topic:
+                try:
+                    high = consumer.highwater(tp)
+                except Exception:
+                    high = None
+                found.append((tp.topic, tp.partition, high, committed.get(tp)))
+        return found
 
     def _topic(self, name: str) -> faust.types.TopicT:
         if name not in self._topics:
@@ -378,18 +422,23 @@ class _Service:
         runner = StageRunner(stage, self.send, self.redis, self.settings)
         source = self._topic(runner.input.name(self.settings.topic_prefix))
 
+        liveness, name = self.liveness, stage.decl.name
+
         async def agent(stream: faust.StreamT) -> None:
-            await runner.ensure_started()
-            metrics.UP.labels(stage.decl.name).set(1)
-            # acked below, only once handled: an interrupted input is never committed
-            manual = cast(Any, stream).noack()
-            try:
-                async for event in manual.events():
-                    message = event.message
-                    await runner.handle(message.topic, message.partition, message.offset, event.key, event.value)
-                    await manual.ack(event)
-            finally:
-                metrics.UP.labels(stage.decl.name).set(0)
+            with liveness.watching(name):
+                await runner.ensure_started()
+                liveness.running(name)
+                metrics.UP.labels(stage.decl.name).set(1)
+                # acked below, only once handled: an interrupted input is never committed
+                manual = cast(Any, stream).noack()
+                try:
+                    async for event in manual.events():
+                        message = event.message
+                        await runner.handle(message.topic, message.partition, message.offset, event.key, event.value)
+                        await manual.ack(event)
+                        liveness.handled(name, message.topic, message.partition, message.offset)
+                finally:
+                    metrics.UP.labels(stage.decl.name).set(0)
 
         self.app.agent(source, name=f"{stage.decl.name}-agent")(agent)
 
@@ -397,25 +446,32 @@ class _Service:
         outlet = Outlet(stage.decl, self.send, self.redis, self.settings)
         stop = asyncio.Event()
 
+        liveness = self.liveness
+
         async def task() -> None:
-            await until_started(f"stage {stage.decl.name} start", stage.start,
-                                Backoff(initial=0.5, cap=self.settings.retry_cap_seconds), stage=stage.decl.name)
-            log.info("stage started", extra={"stage": stage.decl.name})
-            metrics.UP.labels(stage.decl.name).set(1)
-            try:
-                await stage.run(outlet, stop)
-            finally:
-                metrics.UP.labels(stage.decl.name).set(0)
-                stop.set()
+            with liveness.watching(stage.decl.name):
+                await until_started(f"stage {stage.decl.name} start", stage.start,
+                                    Backoff(initial=0.5, cap=self.settings.retry_cap_seconds), stage=stage.decl.name)
+                log.info("stage started", extra={"stage": stage.decl.name})
+                liveness.running(stage.decl.name)
+                metrics.UP.labels(stage.decl.name).set(1)
+                try:
+                    await stage.run(outlet, stop)
+                finally:
+                    metrics.UP.labels(stage.decl.name).set(0)
+                    stop.set()
 
         self.app.task(task)  # cancelled by the worker at shutdown
 
 
-async def _run_sources(decl: ServiceDecl, stages: Sequence[SourceStage], settings: Settings) -> None:
+async def _run_sources(decl: ServiceDecl, stages: Sequence[SourceStage], settings: Settings,
+                       liveness: Liveness | None = None) -> None:
     """A service made only of source stages (fetch): a plain producer, no consumer group to join."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5,
+    live = liveness or new_liveness(decl, settings)
+
+    producer = AIOKafkaProducer(**kafka_clients.client_config(settings), acks="all", linger_ms=5,
                                 client_id=decl.group_id(settings.topic_prefix), request_timeout_ms=30000,
                                 max_request_size=settings.max_message_bytes + 65536)
     backoff = Backoff(initial=0.5, cap=settings.retry_cap_seconds)
@@ -423,23 +479,32 @@ async def _run_sources(decl: ServiceDecl, stages: Sequence[SourceStage], setting
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+    async def beats() -> None:  # the event loop turns (also while the broker is awaited)
+        while True:
+            live.beat()
+            await asyncio.sleep(beat_seconds(settings))
+
+    beating = asyncio.create_task(beats(), name="liveness")
     await until_started("producer start", producer.start, backoff, stop,
                         stage=stages[0].decl.name if stages else "")
-    redis = redis_store.connect(settings.redis_url)
+    redis = redis_store.connect(settings)
 
     async def send(topic: str, key: bytes | None, value: bytes) -> None:
         await producer.send_and_wait(topic, value, key=key)
 
     async def one(stage: SourceStage) -> None:
-        if not await until_started(f"stage {stage.decl.name} start", stage.start, backoff, stop,
-                                   stage=stage.decl.name):
-            return
-        log.info("stage started", extra={"stage": stage.decl.name})
-        metrics.UP.labels(stage.decl.name).set(1)
-        try:
-            await stage.run(Outlet(stage.decl, send, redis, settings), stop)
-        finally:
-            metrics.UP.labels(stage.decl.name).set(0)
+        with live.watching(stage.decl.name):
+            if not await until_started(f"stage {stage.decl.name} start", stage.start, backoff, stop,
+                                       stage=stage.decl.name):
+                return
+            log.info("stage started", extra={"stage": stage.decl.name})
+            live.running(stage.decl.name)
+            metrics.UP.labels(stage.decl.name).set(1)
+            try:
+                await stage.run(Outlet(stage.decl, send, redis, settings), stop)
+            finally:
+                metrics.UP.labels(stage.decl.name).set(0)
 
     tasks = [asyncio.create_task(one(stage), name=stage.decl.name) for stage in stages]
     stopping = asyncio.create_task(stop.wait())
@@ -450,6 +515,7 @@ async def _run_sources(decl: ServiceDecl, stages: Sequence[SourceStage], setting
                 raise task.exception()  # type: ignore[misc]
     finally:
         stop.set()
+        beating.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -467,13 +533,14 @@ def run_service(name: str, stages: Sequence[Stage | SourceStage], settings: Sett
     given = sorted(s.decl.name for s in stages)
     if given != sorted(s.name for s in decl.stages):
         raise RuntimeError(f"service {name} declares stages {[s.name for s in decl.stages]} but was given {given}")
-    port = metrics.serve_metrics(decl, settings.metrics_port, settings.metrics_host)
+    liveness = new_liveness(decl, settings)
+    port = metrics.serve_metrics(decl, settings.metrics_port, settings.metrics_host, liveness)
     log.info("service starting", extra={"service": name, "metrics_port": port, "stages": [s.name for s in decl.stages],
                                         "inputs": [t.name(settings.topic_prefix) for t in decl.inputs]})
     if not decl.inputs:
-        asyncio.run(_run_sources(decl, cast(Sequence[SourceStage], stages), settings))
+        asyncio.run(_run_sources(decl, cast(Sequence[SourceStage], stages), settings, liveness))
         return
-    service = _Service(decl, stages, settings)
+    service = _Service(decl, stages, settings, liveness)
     # consumer lag of the service's group, read in a thread of its own every NEWSWATCH_LAG_SECONDS
     probe = LagProbe(settings, client_id=f"{decl.group_id(settings.topic_prefix)}-lag")
     group = decl.group_id(settings.topic_prefix)

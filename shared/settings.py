@@ -7,7 +7,8 @@ docker-compose test and ``newswatch settings`` all read from this one list.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+import re
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -16,11 +17,23 @@ class EnvVar:
     name: str
     default: str
     doc: str
+    secret: bool = False  # never printed (``newswatch settings`` shows it as set or not)
 
 
 ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("NEWSWATCH_KAFKA_BOOTSTRAP", "127.0.0.1:19092", "Kafka bootstrap servers, comma-separated"),
-    EnvVar("NEWSWATCH_REDIS_URL", "redis://127.0.0.1:16379/0", "Redis URL for dedup keys and state"),
+    EnvVar("NEWSWATCH_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
+           "how every Kafka client connects: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+    EnvVar("NEWSWATCH_KAFKA_SASL_MECHANISM", "PLAIN", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+    EnvVar("NEWSWATCH_KAFKA_SASL_USERNAME", "", "SASL user name (SASL_PLAINTEXT, SASL_SSL)"),
+    EnvVar("NEWSWATCH_KAFKA_SASL_PASSWORD", "", "SASL password (SASL_PLAINTEXT, SASL_SSL)", secret=True),
+    EnvVar("NEWSWATCH_KAFKA_SSL_CAFILE", "",
+           "PEM file of the CA(s) that signed the brokers' certificates (SSL, SASL_SSL; empty: the system's)"),
+    EnvVar("NEWSWATCH_KAFKA_SSL_CERTFILE", "", "PEM client certificate, for brokers that require one (mutual TLS)"),
+    EnvVar("NEWSWATCH_KAFKA_SSL_KEYFILE", "", "PEM private key of the client certificate"),
+    EnvVar("NEWSWATCH_REDIS_URL", "redis://127.0.0.1:16379/0",
+           "Redis URL for dedup keys and state (redis://[user:password@]host:port/db; rediss:// for TLS)"),
+    EnvVar("NEWSWATCH_REDIS_PASSWORD", "", "Redis password (AUTH), used when the URL carries none", secret=True),
     EnvVar("NEWSWATCH_TOPIC_PREFIX", "newswatch", "Prefix of every topic name (isolates deployments)"),
     EnvVar("NEWSWATCH_PARTITIONS", "4", "Partitions per topic, used by the admin step that creates topics"),
     EnvVar("NEWSWATCH_REPLICATION", "1", "Replication factor of created topics"),
@@ -28,6 +41,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("NEWSWATCH_METRICS_HOST", "0.0.0.0", "Address the /metrics server binds to"),
     EnvVar("NEWSWATCH_LAG_SECONDS", "15",
            "seconds between two reads of the consumer group's lag (newswatch_consumer_lag_messages)"),
+    EnvVar("NEWSWATCH_STALL_SECONDS", "120",
+           "liveness: seconds a stage may have input waiting without finishing one before /healthz (and "
+           "`newswatch health`) fails"),
     EnvVar("NEWSWATCH_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)"),
     EnvVar("NEWSWATCH_LOG_FORMAT", "json", "Log format: json (one object a line) or text"),
     EnvVar("NEWSWATCH_MAX_MESSAGE_BYTES", "8388608",
@@ -77,6 +93,17 @@ def env(name: str, environ: dict[str, str] | None = None) -> str:
     return source.get(name, spec.default)
 
 
+def shown(name: str, value: str) -> str:
+    """A value as it may be printed or logged: secrets masked, a password in a URL too."""
+    if _BY_NAME[name].secret:
+        return "(set, hidden)" if value else ""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", value)
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
 def _as_bool(raw: str) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
@@ -84,13 +111,22 @@ def _as_bool(raw: str) -> bool:
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str
-    redis_url: str
+    kafka_security_protocol: str
+    kafka_sasl_mechanism: str
+    kafka_sasl_username: str
+    kafka_sasl_password: str = field(repr=False)
+    kafka_ssl_cafile: str
+    kafka_ssl_certfile: str
+    kafka_ssl_keyfile: str
+    redis_url: str = field(repr=False)
+    redis_password: str = field(repr=False)
     topic_prefix: str
     partitions: int
     replication: int
     metrics_port: int
     metrics_host: str
     lag_seconds: float
+    stall_seconds: float
     log_level: str
     log_format: str
     max_message_bytes: int
@@ -135,6 +171,22 @@ class Settings:
             except ValueError as exc:
                 raise ValueError(f"NEWSWATCH_{f.name.upper()}={raw!r} is not a valid {kind}") from exc
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.kafka_security_protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise ValueError(f"NEWSWATCH_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol!r}: one of "
+                             f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}")
+        if self.kafka_security_protocol.startswith("SASL_"):
+            if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+                raise ValueError(f"NEWSWATCH_KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r}: one of "
+                                 f"{', '.join(KAFKA_SASL_MECHANISMS)}")
+            if not (self.kafka_sasl_username and self.kafka_sasl_password):
+                raise ValueError(f"NEWSWATCH_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                                 "NEWSWATCH_KAFKA_SASL_USERNAME and NEWSWATCH_KAFKA_SASL_PASSWORD")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("NEWSWATCH_KAFKA_SSL_KEYFILE is set without NEWSWATCH_KAFKA_SSL_CERTFILE")
+        if self.stall_seconds <= 0:
+            raise ValueError(f"NEWSWATCH_STALL_SECONDS={self.stall_seconds}: must be over 0")
 
     @property
     def ner_language_list(self) -> list[str]:

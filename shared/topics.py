@@ -15,7 +15,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from shared import events
+from shared import events, kafka_clients
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,8 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                     client_id="newswatch-admin", request_timeout_ms=10000)
+            admin = KafkaAdminClient(**kafka_clients.client_config(settings), client_id="newswatch-admin",
+                                     request_timeout_ms=10000)
             break
         except KafkaError as exc:  # broker still starting
             if time.monotonic() > deadline:
@@ -106,10 +106,10 @@ class LagProbe:
         from kafka import KafkaConsumer
 
         if self._admin is None:
-            self._admin = KafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers,
+            self._admin = KafkaAdminClient(**kafka_clients.client_config(self.settings),
                                            client_id=self.client_id, request_timeout_ms=10000)
         if self._consumer is None:
-            self._consumer = KafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
+            self._consumer = KafkaConsumer(**kafka_clients.client_config(self.settings), group_id=None,
                                            client_id=self.client_id, enable_auto_commit=False,
                                            auto_offset_reset="earliest", fetch_max_wait_ms=50,
                                            max_partition_fetch_bytes=1024, request_timeout_ms=10000)

@@ -63,7 +63,7 @@ class AlertStage:
     def __init__(self, settings: Settings, rules: Watched[RuleSet]) -> None:
         self.settings = settings
         self.rules = rules
-        self.redis: aioredis.Redis = redis_store.connect(settings.redis_url)
+        self.redis: aioredis.Redis = redis_store.connect(settings)
         self.spikes = Spikes(self.redis)
 
     async def start(self) -> None:
@@ -124,7 +124,7 @@ class WebhookStage:
     def __init__(self, settings: Settings, rules: Watched[RuleSet]) -> None:
         self.settings = settings
         self.rules = rules
-        self.redis: aioredis.Redis = redis_store.connect(settings.redis_url)
+        self.redis: aioredis.Redis = redis_store.connect(settings)
         self.client: httpx.AsyncClient | None = None
         metrics.init_webhooks()
 

@@ -123,7 +123,7 @@ class CleanStage:
         metrics.init_clean()
 
     async def start(self) -> None:
-        client = redis_store.connect(self.settings.redis_url)
+        client = redis_store.connect(self.settings)
         await client.ping()
         self.index = StoryIndex(client, self.settings.near_dup_threshold,
                                 self.settings.dedup_ttl_days * 86400)

@@ -253,7 +253,7 @@ class FetchStage:
         self.policy = policy or FetchPolicy()
         self.url_ttl = settings.url_ttl_days * 86400
         self.replica = uuid.uuid4().hex[:12]
-        self.redis: aioredis.Redis = redis_store.connect(settings.redis_url, max_connections=128)
+        self.redis: aioredis.Redis = redis_store.connect(settings, max_connections=128)
         self.http = PoliteClient(settings.user_agent, settings.http_timeout, settings.max_page_bytes,
                                  settings.host_delay_seconds, settings.allow_hosts,
                                  deadline=settings.http_deadline, host_concurrency=settings.host_concurrency,

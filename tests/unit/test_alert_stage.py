@@ -41,7 +41,7 @@ def stage(tmp_path: Path, redis_url: str, rules: str) -> AlertStage:
 
 def alerts(s: AlertStage, tagged: events.TaggedArticle) -> list[events.Alert]:
     async def go() -> list[events.Alert]:
-        s.redis = s.spikes.redis = redis_store.connect(s.settings.redis_url)  # a client for this event loop
+        s.redis = s.spikes.redis = redis_store.connect(s.settings)  # a client for this event loop
         out = await s.process(tagged)
         for emit in out:  # what the runtime does after the broker's acknowledgement
             if emit.once_key:

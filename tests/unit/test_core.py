@@ -1,18 +1,16 @@
-"""shared core: settings, events, topics, CLI, the compose file."""
+"""shared core: settings, events, topics, CLI (the compose file: test_deploy.py)."""
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from shared import events
-from shared.pipeline import SERVICE_NAMES, SERVICES
+from shared.pipeline import SERVICES
 from shared.settings import ENV_VARS, Settings
 from shared.topics import ALL_TOPICS
 from tests.conftest import ROOT
@@ -103,33 +101,6 @@ def test_cli_langdetect_and_rules_test(tmp_path: Path) -> None:
     assert out["lang"] == "ru" and out["script"] == "Cyrl"
     result = json.loads(_cli("rules", "test", "config/rules.yaml", str(page)).stdout)
     assert {m["rule"] for m in result["matches"]} == {"karabakh", "putin-pashinyan"}
-
-
-def test_compose_matches_the_code() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text("utf-8"))
-    services = compose["services"]
-    known = {v.name for v in ENV_VARS}
-    for name in SERVICE_NAMES:  # every declared service, nothing else
-        svc = services[name]
-        assert svc["command"] == ["service", name], name
-        assert svc["build"]["context"] == "." or svc.get("image") == services["clean"].get("image")
-        env = svc.get("environment", {})
-        assert set(env) <= known, set(env) - known
-        assert env["NEWSWATCH_KAFKA_BOOTSTRAP"] == "kafka:9092"
-        assert env["NEWSWATCH_REDIS_URL"].startswith("redis://redis:6379")
-        assert "healthcheck" in svc
-        assert svc["depends_on"]["topics"]["condition"] == "service_completed_successfully"
-    assert services["topics"]["command"] == ["topics", "create"]
-    assert "KRaft" in (ROOT / "docker-compose.yml").read_text() or "KAFKA_PROCESS_ROLES" in str(services["kafka"])
-    assert "--appendonly" in " ".join(services["redis"]["command"])
-    scrape = yaml.safe_load((ROOT / "infra/prometheus/prometheus.yml").read_text("utf-8"))
-    targets = {t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
-    for decl in SERVICES:
-        assert f"{decl.name}:{decl.metrics_port}" in targets, decl.name
-    image_services = {n for n, svc in services.items() if svc.get("command", [""])[0] == "service"}
-    assert image_services == set(SERVICE_NAMES), image_services ^ set(SERVICE_NAMES)
-    dockerfile = (ROOT / "Dockerfile").read_text("utf-8")
-    assert re.search(r"^USER\s+(?!root)\w+", dockerfile, re.M), "the image must not run as root"
 
 
 def test_watched_file_checks_at_most_every_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

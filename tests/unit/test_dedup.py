@@ -6,7 +6,13 @@ import asyncio
 
 from newswatch.demo.content import ARTICLES
 from services.clean.dedup import StoryAssignment, StoryIndex, band_keys, content_hash, signature
-from shared.redis_store import connect
+from shared import redis_store
+from shared.settings import Settings
+
+
+def _connect(url: str) -> redis_store.aioredis.Redis:
+    return redis_store.connect(Settings.from_env({"NEWSWATCH_REDIS_URL": url}))
+
 
 WIRE = [a for a in ARTICLES if a.story == "wire-putin-pashinyan"]
 OTHERS = [a for a in ARTICLES if not a.story]
@@ -14,7 +20,7 @@ OTHERS = [a for a in ARTICLES if not a.story]
 
 def _run(redis_url: str, calls: list[tuple[str, str]], threshold: float = 0.6) -> list:
     async def go() -> list:
-        client = connect(redis_url)
+        client = _connect(redis_url)
         await client.flushdb()
         index = StoryIndex(client, threshold, 3600)
         out = [await index.assign(aid, text) for aid, text in calls]
@@ -68,7 +74,7 @@ def test_concurrent_copies_from_two_replicas_make_one_story(redis_port: int) -> 
     copies = _concurrent_copies()
 
     async def go() -> tuple[list, list]:
-        first, second = connect(url), connect(url)  # two replicas, two connections
+        first, second = _connect(url), _connect(url)  # two replicas, two connections
         await first.flushdb()
         await first.script_flush()  # the first calls take the EVAL fallback
         replicas = [StoryIndex(first, 0.6, 3600), StoryIndex(second, 0.6, 3600)]
@@ -93,7 +99,7 @@ def test_expired_band_member_is_no_candidate(redis_port: int) -> None:
     copy = "\n".join(WIRE[1].paragraphs)
 
     async def go() -> tuple:
-        client = connect(url)
+        client = _connect(url)
         await client.flushdb()
         index = StoryIndex(client, 0.6, 3600)
         first = await index.assign("a", original)
@@ -124,7 +130,7 @@ def test_band_member_ages_out_with_a_short_ttl(redis_port: int) -> None:
     copy = "\n".join(WIRE[1].paragraphs)
 
     async def go() -> StoryAssignment:
-        client = connect(url)
+        client = _connect(url)
         await client.flushdb()
         short, long = StoryIndex(client, 0.6, 1), StoryIndex(client, 0.6, 3600)
         await short.assign("a", original)

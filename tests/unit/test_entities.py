@@ -9,7 +9,7 @@ import pytest
 from services.entities.gazetteer import usable_name
 from services.entities.kb import TableError, load_table
 from services.entities.match import Matcher
-from services.entities.ner import Linker, NerMention, Recognisers, SpacyFrench
+from services.entities.ner import CHUNK_CHARS, Linker, NerMention, Recognisers, SpacyFrench, chunks
 from services.entities.service import tag, watched_tagger
 from shared.text import arabic_forms, russian_forms
 
@@ -171,6 +171,23 @@ def test_spacy_french_finds_people_and_places() -> None:
     found = SpacyFrench().mentions("Le président Emmanuel Macron s'est rendu à Marseille mardi.")
     assert ("Emmanuel Macron", "PER") in {(m.text, m.label) for m in found}
     assert ("Marseille", "LOC") in {(m.text, m.label) for m in found}
+
+
+def test_long_texts_go_through_ner_in_pieces_cut_at_paragraph_ends() -> None:
+    # Memory grows with the text a model gets at once (3.5 GB for 1,000,000 characters of French): a long
+    # article is recognised in pieces, and its mentions keep their places in the whole text.
+    paragraph = "Le président Emmanuel Macron s'est rendu à Marseille mardi avec Vladimir Poutine.\n"
+    text = paragraph * (2 * CHUNK_CHARS // len(paragraph) + 3)
+    pieces = chunks(text)
+    assert len(pieces) == 3 and all(len(p) <= CHUNK_CHARS and p.endswith("\n") for _, p in pieces)
+    assert "".join(p for _, p in pieces) == text and [o for o, _ in pieces][1] == len(pieces[0][1])
+    assert chunks("abcdefghij", 4) == [(0, "abcd"), (4, "efgh"), (8, "ij")]  # no break anywhere: cut at the size
+    assert chunks("un. deux trois", 10) == [(0, "un. "), (4, "deux trois")] and chunks("") == [(0, "")]
+    found = SpacyFrench().mentions(text)
+    alone = SpacyFrench().mentions(paragraph)
+    assert len(found) == len(alone) * text.count("\n")
+    assert all(text[m.start:m.end] == m.text for m in found)
+    assert {(m.text, m.label) for m in found} == {(m.text, m.label) for m in alone}
 
 
 def test_entity_that_needs_context_counts_only_with_it(tmp_path: Path) -> None:

@@ -343,7 +343,7 @@ def test_robots_txt_is_cached_in_redis_for_every_replica(server: Server, setting
 
     async def go() -> None:
         for _ in range(2):  # two replicas, one after the other
-            r = redis_store.connect(settings.redis_url)
+            r = redis_store.connect(settings)
             c = client(server, redis=r)
             await c.get(server.url("/yes.html"))
             with pytest.raises(FetchError, match="robots"):
