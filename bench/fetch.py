@@ -42,7 +42,7 @@ from services.fetch.feeds import Source, article_id
 from services.fetch.politeness import PoliteClient
 from services.fetch.service import FetchPolicy, FetchStage
 from shared import redis_store
-from shared.runtime import Emit
+from shared.runtime import Emit, run_loop
 from shared.settings import Settings
 
 TARGET_POLLS = 500.0
@@ -244,7 +244,8 @@ def main() -> None:
                     break
                 time.sleep(0.05)
             os.sched_setaffinity(0, {fetch_cpu})
-            result = asyncio.run(run_fetcher(args, port, f"redis://127.0.0.1:{redis_port}/0"))
+            # the loop the fetch service runs on (shared.runtime.run_loop: uvloop)
+            result = run_loop(run_fetcher(args, port, f"redis://127.0.0.1:{redis_port}/0"))
         finally:
             local.stop([redis_proc])
             server.terminate()
