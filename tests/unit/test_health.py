@@ -155,7 +155,8 @@ def test_healthz_beside_metrics_and_the_health_command(served: tuple[Liveness, C
     live, clock, port = served
     live.beat()
     status, body = _get(port, "/metrics")
-    assert status == 200 and b'newswatch_up{stage="clean"} 1.0' in body
+    # the stage's series exist from the start (at 0 until the stage itself runs)
+    assert status == 200 and b'newswatch_up{stage="clean"} 0.0' in body
     status, body = _get(port, "/healthz")
     assert status == 200 and json.loads(body)["ok"] is True
     assert _health_cli("clean", "--port", str(port))[0] == 0
