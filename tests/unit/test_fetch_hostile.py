@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -23,6 +23,7 @@ from services.fetch.feeds import Item, SitemapError, Source, article_id, parse_f
 from services.fetch.politeness import AddressPolicy, FetchError, PoliteClient, is_public, normalise_path
 from services.fetch.service import FetchStage, dedupe_sources, doc_key
 from shared import redis_store
+from shared.events import RawPage
 from shared.settings import Settings
 from tests.unit.test_fetch import FakeOutlet, fast_policy, rss, run_until, sample
 
@@ -574,7 +575,8 @@ def test_a_polled_page_is_asked_again_conditionally_and_a_change_is_a_new_versio
         await stage.redis.aclose()
         return outlet
     outlet = asyncio.run(go())
-    pages = [emit.event for _, emit in outlet.sent]
+    pages = [cast(RawPage, emit.event) for _, emit in outlet.sent]
+    assert all(isinstance(p, RawPage) for p in pages)
     ids = [p.id for p in pages]
     assert len(ids) == 2 and len(set(ids)) == 2, ids  # version 1, then version 2 under its own id
     assert ids[0] == article_id(url)
