@@ -41,14 +41,16 @@ SELECTOR = re.compile(r"(?<![\w:])(newswatch_[a-z_]+|up)(\{[^}]*\})?(?![\w(])")
 
 
 class Prometheus:
-    def __init__(self, workdir: Path, targets: list[str]) -> None:
+    def __init__(self, workdir: Path, targets: dict[str, str]) -> None:
+        """``targets``: service name → host:port, labelled ``service`` as the compose scrape config does."""
         self.port = local.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = {
             "global": {"scrape_interval": f"{SCRAPE_SECONDS}s", "evaluation_interval": f"{SCRAPE_SECONDS}s",
                        "scrape_timeout": f"{SCRAPE_SECONDS}s"},
             "rule_files": [str(ALERTS)],
-            "scrape_configs": [{"job_name": "newswatch", "static_configs": [{"targets": targets}]}],
+            "scrape_configs": [{"job_name": "newswatch", "static_configs": [
+                {"targets": [target], "labels": {"service": name}} for name, target in targets.items()]}],
         }
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / "prometheus.yml"
@@ -116,7 +118,7 @@ def _has_data(series: list[dict[str, Any]]) -> bool:
 
 def test_every_panel_and_rule_returns_series_on_a_running_pipeline(tmp_path: Path) -> None:
     base = local.free_port_block(len(pipeline.SERVICES))
-    targets = [f"127.0.0.1:{base + n}" for n in range(len(pipeline.SERVICES))]
+    targets = {service.name: f"127.0.0.1:{base + n}" for n, service in enumerate(pipeline.SERVICES)}
     alerts_file = tmp_path / "alerts.jsonl"
     # the demo's rules, one of them with a webhook (whose receiver answers 503 once) and a severity
     receiver = Receiver(script=[503])
