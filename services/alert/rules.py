@@ -308,11 +308,16 @@ def load_rules(path: str) -> list[Rule]:
 # --- matching many rules -------------------------------------------------------------------
 
 
+def _field_key(kind: str, value: str) -> str:
+    return f"{kind}:{value}"
+
+
 def _flat(key: q.Key) -> str:
     """A requirement key as one string: a text literal as itself (it starts with a space), a field
-    as "kind:value", so that what a document has is one set of strings."""
+    as "kind:value" (``_field_key``, also what ``candidates`` gives a document's fields), so that
+    what a document has is one set of strings."""
     kind, value = key
-    return value if kind == "text" else f"{kind}:{value}"
+    return value if kind == "text" else _field_key(kind, value)
 
 
 class RuleSet:
@@ -357,9 +362,9 @@ class RuleSet:
         indexed clause it meets, kept if it meets their other clauses too; and the always-checked."""
         found = {literal for _, literal in self.automaton.iter(doc.joined)} if self.has_literals else set()
         doc.known, doc.found = self.literals, found
-        fields = [f"entity:{eid}" for eid in doc.entities]
-        fields.extend(f"type:{etype}" for etype in doc.types)
-        fields.extend((f"lang:{doc.lang}", f"source:{doc.source}"))
+        fields = [_field_key("entity", eid) for eid in doc.entities]
+        fields.extend(_field_key("type", etype) for etype in doc.types)
+        fields.extend((_field_key("lang", doc.lang), _field_key("source", doc.source)))
         present = found.union(fields)
         indexed = self.indexed
         hit: set[int] = set()

@@ -644,18 +644,18 @@ class FetchStage:
         metrics.FETCH_ITEMS.labels(source.id, "new").inc(new)
         metrics.FETCH_ITEMS.labels(source.id, "seen").inc(len(items) - new)
         # New URLs are fetched; a configured page fetched before is asked again, conditionally.
-        unique = [item for item, seen in zip(by_id.values(), known, strict=True)
-                  if not seen or item.url in source.pages]
+        todo = [(item, bool(seen)) for item, seen in zip(by_id.values(), known, strict=True)
+                if not seen or item.url in source.pages]
         gate = asyncio.Semaphore(self.policy.page_concurrency)
 
-        async def one(item: Item) -> None:
+        async def one(item: Item, seen: bool) -> None:
             async with gate:
                 if stop is None or not stop.is_set():
-                    if item.url in source.pages and await self.redis.exists(redis_store.url_key(article_id(item.url))):
+                    if seen:
                         await self._repoll_page(source, item.url)
                     else:
                         await self._fetch_item(source, item, stop)
-        results = await asyncio.gather(*(one(i) for i in unique), return_exceptions=True)
+        results = await asyncio.gather(*(one(i, seen) for i, seen in todo), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
