@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 NW := .venv/bin/newswatch
 
-.PHONY: run test test-unit test-integration bench bench-clean bench-entities bench-fetch bench-rules lint lock install install-dev clean
+.PHONY: run test test-unit test-integration bench bench-pipeline bench-clean bench-entities bench-fetch bench-rules lint lock install install-dev clean
 
 install:
 	@./infra/install.sh
@@ -34,6 +34,11 @@ bench: install-dev
 	$(PY) bench/entities.py
 	$(PY) bench/fetch.py
 	$(PY) bench/rules.py
+	$(PY) bench/pipeline.py
+
+## bench-pipeline: the whole pipeline end to end (articles/s, feed-to-alert latency, CPU per article and service)
+bench-pipeline: install-dev
+	$(PY) bench/pipeline.py
 
 ## bench-fetch: feed polls per second on one core against 5,000 simulated feeds on 500 hosts
 bench-fetch: install-dev

@@ -110,8 +110,11 @@ class SourceStage(Protocol):
     async def run(self, outlet: Outlet, stop: asyncio.Event) -> None: ...
 
 
-# (topic name, key, value) → resolves once the broker acknowledged the message.
-Sender = Callable[[str, bytes | None, bytes], Awaitable[None]]
+# (topic name, key, value) → queues the message; returns None once the broker has acknowledged it, or
+# an awaitable that resolves on the acknowledgement (so that a stage can go on while the broker answers).
+Sender = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any] | None]]
+# What an input's sends wait on: (output, its acknowledgement or None when already acknowledged).
+Sent = list[tuple[Emit, Awaitable[Any] | None]]
 
 
 class Outlet:
@@ -124,6 +127,7 @@ class Outlet:
         self.settings = settings
         self.prefix = settings.topic_prefix
         self._allowed = {t.suffix for t in decl.outputs}
+        self._once_in_flight: set[str] = set()
         self.backoff = Backoff(initial=0.2, cap=settings.retry_cap_seconds)
 
     def encode(self, out: Emit) -> bytes:
@@ -141,17 +145,47 @@ class Outlet:
 
         ``fetched_at``: when the page of the input's article was fetched (an output that does not
         carry it, an alert, is as old as its input)."""
+        await self.confirm(outputs, await self.dispatch(outputs), fetched_at)
+
+    async def dispatch(self, outputs: Sequence[Emit]) -> Sent:
+        """Queue every output with the producer without waiting for the broker (``confirm`` waits).
+
+        An output whose once-key is set, or is held by an output still waiting for its
+        acknowledgement, is skipped: two copies of one story in flight at once alert once."""
         encoded = [(out, self.encode(out)) for out in outputs]  # all checked before anything is sent
-        sent: list[Emit] = []
-        for out, value in encoded:
-            if out.once_key and await self.redis.exists(out.once_key):
-                metrics.ONCE_SKIPPED.labels(self.decl.name, out.topic.suffix).inc()
-                continue
-            await self.send(out.topic.name(self.prefix), out.key.encode("utf-8"), value)
-            sent.append(out)
-        for out in sent:
+        sent: Sent = []
+        try:
+            for out, value in encoded:
+                if out.once_key and (out.once_key in self._once_in_flight or await self.redis.exists(out.once_key)):
+                    metrics.ONCE_SKIPPED.labels(self.decl.name, out.topic.suffix).inc()
+                    continue
+                if out.once_key:
+                    self._once_in_flight.add(out.once_key)
+                sent.append((out, None))  # held before the send: a send that raises still releases it
+                sent[-1] = (out, await self.send(out.topic.name(self.prefix), out.key.encode("utf-8"), value))
+        except BaseException:
+            self._release(sent)
+            raise
+        return sent
+
+    def _release(self, sent: Sent) -> None:
+        for out, _ in sent:
             if out.once_key:
-                await self.redis.set(out.once_key, "1", ex=self.settings.dedup_ttl_days * 86400)
+                self._once_in_flight.discard(out.once_key)
+
+    async def confirm(self, outputs: Sequence[Emit], sent: Sent, fetched_at: float | None = None) -> None:
+        """Wait for the acknowledgement of every output ``dispatch`` sent, then write the once-keys,
+        count the outputs and run the ``after`` hooks. Raises what an acknowledgement raised."""
+        try:
+            for _, ack in sent:
+                if ack is not None:
+                    await ack
+            for out, _ in sent:
+                if out.once_key:
+                    await self.redis.set(out.once_key, "1", ex=self.settings.dedup_ttl_days * 86400)
+        finally:
+            self._release(sent)
+        for out, _ in sent:
             metrics.MESSAGES_PRODUCED.labels(self.decl.name, out.topic.suffix).inc()
             since = _fetched_at(out.event) or fetched_at
             age = max(0.0, time.time() - since) if since else None
@@ -226,6 +260,21 @@ def dead_letter_for(stage: str, topic: str, partition: int, offset: int, key: by
     )
 
 
+class Handling:
+    """One input between ``StageRunner.begin`` and ``StageRunner.finish``."""
+
+    __slots__ = ("fetched_at", "key", "offset", "outputs", "partition", "result", "sent", "started", "topic",
+                 "value")
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        self.topic, self.partition, self.offset, self.key, self.value = topic, partition, offset, key, value
+        self.started = time.perf_counter()
+        self.outputs: Sequence[Emit] = ()
+        self.sent: Sent = []
+        self.fetched_at: float | None = None
+        self.result: str | None = None  # "ok" or "dead-lettered" once settled
+
+
 class StageRunner:
     """Runs one consuming stage: ``handle`` one input to the end (outputs acknowledged, or dead-lettered).
 
@@ -252,44 +301,85 @@ class StageRunner:
 
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:
         """Process one input: returns "ok" or "dead-lettered"."""
+        return await self.finish(await self.begin(topic, partition, offset, key, value))
+
+    async def begin(self, topic: str, partition: int, offset: int, key: bytes | None,
+                    value: bytes | None) -> Handling:
+        """Process one input and queue its outputs, without waiting for the broker's acknowledgements
+        (``finish`` waits): the next input is processed meanwhile. A failure here is handled at once
+        by the failure policy."""
         metrics.MESSAGES_CONSUMED.labels(self.name, self.input.suffix).inc()
-        started = time.perf_counter()
-        transient = unknown = 0
-        while True:
+        handling = Handling(topic, partition, offset, key, value)
+        try:
+            handling.outputs, handling.fetched_at = await self._process(value)
+            handling.sent = await self.outlet.dispatch(handling.outputs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            handling.result = await self._attempts(handling, exc)
+        return handling
+
+    async def finish(self, handling: Handling) -> str:
+        """Wait until the input's outputs are acknowledged (or it is dead-lettered): returns "ok" or
+        "dead-lettered". A failed acknowledgement sends the input through the failure policy again."""
+        if handling.result is None:
             try:
-                if value is not None and len(value) > self.settings.max_message_bytes:
-                    raise PoisonInput(f"input is {len(value)} bytes, over the "
-                                      f"{self.settings.max_message_bytes}-byte message limit")
-                try:
-                    event = events.decode(self.input.schema, value)
-                except events.SchemaError as exc:
-                    raise PoisonInput(str(exc)) from exc
-                outputs = await self.stage.process(event)
-                await self.outlet.deliver(outputs, _fetched_at(event))
-                metrics.PROCESSING_SECONDS.labels(self.name).observe(time.perf_counter() - started)
-                return "ok"
+                await self.outlet.confirm(handling.outputs, handling.sent, handling.fetched_at)
+                handling.result = "ok"
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                kind = classify(exc)
-                if kind is Kind.TRANSIENT:
-                    # Redis or the broker is away: wait and retry the same input; never drop it.
-                    transient += 1
-                    metrics.dependency_error(self.name, exc)
-                    log.warning("transient failure, retrying", extra={
-                        "stage": self.name, "error": repr(exc)[:500], "attempt": transient, "topic": topic,
-                        "partition": partition, "offset": offset})
-                    await self.backoff.sleep(transient)
-                    continue
-                if kind is Kind.UNKNOWN and unknown + 1 < self.settings.unknown_error_attempts:
-                    unknown += 1
-                    log.warning("unexpected failure, retrying", exc_info=True, extra={
-                        "stage": self.name, "attempt": unknown, "topic": topic, "offset": offset})
-                    await self.backoff.sleep(unknown)
-                    continue
-                metrics.MESSAGES_FAILED.labels(self.name, self.input.suffix, kind.value).inc()
-                await self._dead_letter(topic, partition, offset, key, value, exc, kind, unknown + 1)
-                return "dead-lettered"
+                handling.result = await self._attempts(handling, exc)
+        if handling.result == "ok":
+            metrics.PROCESSING_SECONDS.labels(self.name).observe(time.perf_counter() - handling.started)
+        return handling.result
+
+    async def _process(self, value: bytes | None) -> tuple[Sequence[Emit], float | None]:
+        if value is not None and len(value) > self.settings.max_message_bytes:
+            raise PoisonInput(f"input is {len(value)} bytes, over the "
+                              f"{self.settings.max_message_bytes}-byte message limit")
+        try:
+            event = events.decode(self.input.schema, value)
+        except events.SchemaError as exc:
+            raise PoisonInput(str(exc)) from exc
+        return await self.stage.process(event), _fetched_at(event)
+
+    async def _attempts(self, handling: Handling, exc: Exception | None) -> str:
+        """The failure policy, from a first failure ``exc``: process and deliver the input again, one at
+        a time, until its outputs are acknowledged ("ok") or it is dead-lettered."""
+        topic, partition, offset = handling.topic, handling.partition, handling.offset
+        transient = unknown = 0
+        while True:
+            if exc is None:
+                try:
+                    outputs, fetched_at = await self._process(handling.value)
+                    await self.outlet.deliver(outputs, fetched_at)
+                    return "ok"
+                except asyncio.CancelledError:
+                    raise
+                except Exception as failure:
+                    exc = failure
+            kind = classify(exc)
+            if kind is Kind.TRANSIENT:
+                # Redis or the broker is away: wait and retry the same input; never drop it.
+                transient += 1
+                metrics.dependency_error(self.name, exc)
+                log.warning("transient failure, retrying", extra={
+                    "stage": self.name, "error": repr(exc)[:500], "attempt": transient, "topic": topic,
+                    "partition": partition, "offset": offset})
+                await self.backoff.sleep(transient)
+                exc = None
+                continue
+            if kind is Kind.UNKNOWN and unknown + 1 < self.settings.unknown_error_attempts:
+                unknown += 1
+                log.warning("unexpected failure, retrying", exc_info=exc, extra={
+                    "stage": self.name, "attempt": unknown, "topic": topic, "offset": offset})
+                await self.backoff.sleep(unknown)
+                exc = None
+                continue
+            metrics.MESSAGES_FAILED.labels(self.name, self.input.suffix, kind.value).inc()
+            await self._dead_letter(topic, partition, offset, handling.key, handling.value, exc, kind, unknown + 1)
+            return "dead-lettered"
 
     async def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                            exc: Exception, kind: Kind, attempts: int) -> None:
@@ -303,7 +393,9 @@ class StageRunner:
         attempt = 0
         while True:  # the dead letter is this input's only output: it is sent before the input is acked
             try:
-                await self.send(DEAD_LETTER.name(self.settings.topic_prefix), key[:1000] if key else key, body)
+                ack = await self.send(DEAD_LETTER.name(self.settings.topic_prefix), key[:1000] if key else key, body)
+                if ack is not None:
+                    await ack
                 break
             except asyncio.CancelledError:
                 raise
@@ -415,30 +507,45 @@ class _Service:
             self._topics[name] = self.app.topic(name)
         return self._topics[name]
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        delivery = await self._topic(topic).send(key=key, value=value)
-        await delivery  # the broker's acknowledgement
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+        """Queue a message with the producer; the returned future resolves on the broker's acknowledgement."""
+        return cast(Awaitable[Any], await self._topic(topic).send(key=key, value=value))
 
     def _add_consumer(self, stage: Stage) -> None:
         runner = StageRunner(stage, self.send, self.redis, self.settings)
         source = self._topic(runner.input.name(self.settings.topic_prefix))
 
-        liveness, name = self.liveness, stage.decl.name
+        liveness, name, in_flight = self.liveness, stage.decl.name, self.settings.in_flight
 
         async def agent(stream: faust.StreamT) -> None:
             with liveness.watching(name):
                 await runner.ensure_started()
                 liveness.running(name)
                 metrics.UP.labels(stage.decl.name).set(1)
-                # acked below, only once handled: an interrupted input is never committed
+                # Inputs are pipelined: the next is processed while the broker acknowledges the outputs
+                # of the previous ones (at most NEWSWATCH_IN_FLIGHT waiting). Each input is acked, in
+                # order, only once its outputs are acknowledged: an interrupted input is never committed.
                 manual = cast(Any, stream).noack()
+                waiting: asyncio.Queue[tuple[Any, Handling]] = asyncio.Queue(maxsize=in_flight)
+
+                async def settle() -> None:
+                    while True:
+                        event, handling = await waiting.get()
+                        await runner.finish(handling)
+                        await manual.ack(event)
+                        liveness.handled(name, handling.topic, handling.partition, handling.offset)
+
+                settler = asyncio.create_task(settle(), name=f"{name}-settle")
                 try:
                     async for event in manual.events():
                         message = event.message
-                        await runner.handle(message.topic, message.partition, message.offset, event.key, event.value)
-                        await manual.ack(event)
-                        liveness.handled(name, message.topic, message.partition, message.offset)
+                        handling = await runner.begin(message.topic, message.partition, message.offset,
+                                                      event.key, event.value)
+                        await waiting.put((event, handling))
+                        if settler.done():  # it only ends by raising: let the worker see it
+                            settler.result()
                 finally:
+                    settler.cancel()
                     metrics.UP.labels(stage.decl.name).set(0)
 
         self.app.agent(source, name=f"{stage.decl.name}-agent")(agent)
@@ -491,8 +598,8 @@ async def _run_sources(decl: ServiceDecl, stages: Sequence[SourceStage], setting
                         stage=stages[0].decl.name if stages else "")
     redis = redis_store.connect(settings)
 
-    async def send(topic: str, key: bytes | None, value: bytes) -> None:
-        await producer.send_and_wait(topic, value, key=key)
+    async def send(topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+        return cast(Awaitable[Any], await producer.send(topic, value, key=key))
 
     async def one(stage: SourceStage) -> None:
         with live.watching(stage.decl.name):

@@ -80,7 +80,7 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 created.append(topic.name)
             except TopicAlreadyExistsError:  # a replica of this step won the race
                 pass
-        log.info("topics ready", extra={"created": created, "prefix": settings.topic_prefix})
+        log.info("topics ready", extra={"topics_created": created, "prefix": settings.topic_prefix})
         return created
     finally:
         admin.close()

@@ -13,6 +13,7 @@ kind, or, for a person, when its last word is the surname of exactly one person 
 
 from __future__ import annotations
 
+import bisect
 import re
 import threading
 from collections.abc import Callable
@@ -57,6 +58,69 @@ def chunks(text: str, size: int = CHUNK_CHARS) -> list[tuple[int, str]]:
         start += cut
     if start < len(text) or not found:
         found.append((start, text[start:]))
+    return found
+
+
+# NER only where it can find something the table did not: a sentence is read by the model when it
+# holds a capitalised word outside the table's matches that is not just its first word being a
+# common word ("Le", "Он"). Entity-free sentences (most of a news text's running prose) cost the
+# model as much as any other: skipping them is most of the saving (docs/choices.md).
+# a sentence runs to . ! ? … or a line end, but not past an initial or a short title ("M. Véran",
+# "Donald J. Trump", "Dr. Who"): the name stays in one piece
+_SENTENCE = re.compile(r"(?:\b[A-ZÀ-ÖØ-ÞА-ЯЁ][a-zà-öø-ÿа-яё]{0,2}\.|[^.!?…\n])+[.!?…]*")
+_WORD = re.compile(r"[^\W\d_]+")  # letters: "l'ONU", "d'Arménie" hold a capitalised word
+
+
+def _common_words() -> frozenset[str]:
+    from importlib import import_module
+
+    words: set[str] = set()
+    for lang in AVAILABLE:
+        words.update(w.casefold() for w in import_module(f"spacy.lang.{lang}.stop_words").STOP_WORDS)
+    return frozenset(words)
+
+
+_COMMON: frozenset[str] | None = None
+
+
+def needs_ner(text: str, start: int, end: int, taken: list[tuple[int, int]]) -> bool:
+    """Whether ``text[start:end]`` (a sentence) holds a capitalised word the table did not match
+    that is not merely a common word opening the sentence."""
+    global _COMMON
+    if _COMMON is None:
+        _COMMON = _common_words()
+    first = True
+    for word in _WORD.finditer(text, start, end):
+        token = word.group()
+        if token[0].isupper() and not (first and token.casefold() in _COMMON) \
+                and not any(s <= word.start() and word.end() <= e for s, e in taken):
+            return True
+        first = False
+    return False
+
+
+def mentions_where_needed(recogniser: Recogniser, text: str, taken: list[tuple[int, int]]) -> list[NerMention]:
+    """The recogniser's mentions in the sentences of ``text`` that ``needs_ner`` keeps, with offsets
+    into ``text``. The kept sentences go to the model together, one per line."""
+    pieces: list[tuple[int, int]] = [(m.start(), m.end()) for m in _SENTENCE.finditer(text)
+                                     if needs_ner(text, m.start(), m.end(), taken)]
+    if not pieces:
+        return []
+    if sum(e - s for s, e in pieces) == len(text.strip()):
+        return recogniser.mentions(text)
+    joined = "\n".join(text[s:e] for s, e in pieces)
+    starts, at = [], 0
+    for s, e in pieces:
+        starts.append(at)
+        at += e - s + 1
+    found = []
+    for mention in recogniser.mentions(joined):
+        index = bisect.bisect_right(starts, mention.start) - 1
+        origin, piece_start = pieces[index][0], starts[index]
+        if mention.end > piece_start + (pieces[index][1] - pieces[index][0]):
+            continue  # across two sentences: not a name
+        shift = origin - piece_start
+        found.append(NerMention(mention.start + shift, mention.end + shift, mention.label, mention.text))
     return found
 
 

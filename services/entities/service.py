@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from services.entities.kb import load_table
 from services.entities.match import Matcher
-from services.entities.ner import TYPES, Linker, Recogniser, Recognisers
+from services.entities.ner import TYPES, Linker, Recogniser, Recognisers, mentions_where_needed
 from shared import events, pipeline
 from shared.runtime import Emit, cpu
 from shared.settings import Settings
@@ -39,7 +39,7 @@ def tag(matcher: Matcher, title: str, text: str, recogniser: Recogniser | None =
             taken.append((hit.start, hit.end))
         if recogniser is None or not content:
             continue
-        for mention in recogniser.mentions(content):
+        for mention in mentions_where_needed(recogniser, content, taken):
             if any(start < mention.end and mention.start < end for start, end in taken):
                 continue  # the table found it already
             spot = events.Mention(start=mention.start, end=mention.end, text=mention.text, field=field)

@@ -359,6 +359,89 @@ def test_an_alert_counts_by_rule_and_severity_and_its_feed_to_alert_latency_once
     assert value("newswatch_messages_once_skipped_total", stage="alert", topic="alerts") == skipped + 1
 
 
+class AckingBroker(FakeBroker):
+    """A sender whose acknowledgements come later, when the test settles them (or fails them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.acks: list[asyncio.Future[None]] = []
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:  # type: ignore[override]
+        await super().send(topic, key, value)
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.acks.append(ack)
+        return ack
+
+
+def test_pipelined_inputs_wait_for_their_own_acknowledgement(runtime_env: Settings) -> None:
+    """begin() processes and queues; finish() returns only once that input's outputs are acknowledged,
+    and the after hook (fetch: mark the URL done) runs only then."""
+    stage, broker = EchoStage(), AckingBroker()
+    topic = ARTICLES.name(runtime_env.topic_prefix)
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(runtime_env.redis_url)
+        runner = StageRunner(stage, broker.send, client, runtime_env)
+        first = await runner.begin(topic, 0, 1, b"a1", events.encode(_article()))
+        second = await runner.begin(topic, 0, 2, b"a1", events.encode(_article("Deux.")))
+        assert len(broker.sent) == 2 and stage.after_calls == 0  # both sent, neither acknowledged
+        finishing = asyncio.create_task(runner.finish(first))
+        await asyncio.sleep(0.05)
+        assert not finishing.done()  # still waiting for the broker
+        broker.acks[0].set_result(None)
+        assert await asyncio.wait_for(finishing, 5) == "ok" and stage.after_calls == 1
+        broker.acks[1].set_result(None)
+        assert await runner.finish(second) == "ok" and stage.after_calls == 2
+        await client.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_failed_acknowledgement_sends_the_input_again(runtime_env: Settings) -> None:
+    stage, broker = EchoStage(), AckingBroker()
+    topic = ARTICLES.name(runtime_env.topic_prefix)
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(runtime_env.redis_url)
+        runner = StageRunner(stage, broker.send, client, runtime_env)
+        runner.backoff = Backoff(initial=0.001, cap=0.01)
+        handling = await runner.begin(topic, 0, 1, b"a1", events.encode(_article()))
+        broker.acks[0].set_exception(kafka_errors.KafkaConnectionError("connection dropped"))
+
+        async def acknowledge_the_resend() -> None:
+            while len(broker.acks) < 2:
+                await asyncio.sleep(0.01)
+            broker.acks[1].set_result(None)
+
+        helper = asyncio.create_task(acknowledge_the_resend())
+        assert await asyncio.wait_for(runner.finish(handling), 10) == "ok"
+        await helper
+        await client.aclose()
+
+    asyncio.run(go())
+    assert len(broker.on("articles-labelled")) == 2 and stage.calls == 2 and stage.after_calls == 1
+
+
+def test_two_alerts_of_one_story_in_flight_at_once_publish_once(runtime_env: Settings) -> None:
+    stage, broker = EchoStage(), AckingBroker()
+    labelled = events.LabelledArticle(id="a1", article=_article(),
+                                      language=events.Language(lang="fr", confidence=1.0, script="Latn"))
+    stage.outputs = [Emit(LABELLED, "a1", labelled, once_key="nw:test:once:inflight")]
+    topic = ARTICLES.name(runtime_env.topic_prefix)
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(runtime_env.redis_url)
+        runner = StageRunner(stage, broker.send, client, runtime_env)
+        first = await runner.begin(topic, 0, 1, b"a1", events.encode(_article()))
+        second = await runner.begin(topic, 0, 2, b"a2", events.encode(_article()))  # first not acknowledged yet
+        broker.acks[0].set_result(None)
+        assert await runner.finish(first) == "ok" and await runner.finish(second) == "ok"
+        await client.aclose()
+
+    asyncio.run(go())
+    assert len(broker.on("articles-labelled")) == 1
+
+
 def test_cpu_work_runs_off_the_event_loop() -> None:
     import threading
     import time
