@@ -1,5 +1,6 @@
 """Find the table's entities in text: Aho-Corasick over folded text, whole words only,
-leftmost-longest and non-overlapping, with offsets back into the original text."""
+leftmost-longest and non-overlapping, with offsets back into the original text. A place name
+that is also a town elsewhere is linked by what the text says around it (places.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import ahocorasick
 
 from services.entities.kb import aliases
 from services.entities.model import Alias, Entity
+from services.entities.places import Places, Resolution
 from shared.text import fold, fold_name, is_word_char
 
 
@@ -18,11 +20,16 @@ class Hit:
     start: int  # offsets into the original text
     end: int
     text: str
+    # Unsure: the other place the name may be (the table's place, or its namesake elsewhere).
+    alternatives: tuple[Entity, ...] = ()
 
 
 class Matcher:
-    def __init__(self, entities: list[Entity]) -> None:
+    def __init__(self, entities: list[Entity], places: bool = True) -> None:
+        """``places``: place names that are also towns elsewhere are linked by context (else always
+        to the table's place, as the matcher did before)."""
         self.entities = entities
+        self.places = Places(entities) if places else None
         self._automaton = ahocorasick.Automaton()
         grouped: dict[str, list[Alias]] = {}
         for alias in aliases(entities):
@@ -59,16 +66,44 @@ class Matcher:
                     break
         # Leftmost-longest, non-overlapping: "Conseil de sécurité de l'ONU" beats "ONU".
         candidates.sort(key=lambda c: (c[0], -(c[1] - c[0])))
-        hits: list[Hit] = []
+        kept: list[tuple[int, int, Alias]] = []
         taken_until = -1
         for start, end, alias in candidates:
             if start < taken_until:
                 continue
+            taken_until = end
+            kept.append((start, end, alias))
+        resolved = self._resolve(kept, folded, text, index) if self.places is not None else {}
+        hits: list[Hit] = []
+        for start, end, alias in kept:
             # The mention is the name without a joined clitic: وبوتين → بوتين.
             o_start, o_end = index[start + alias.prefix], index[end - 1] + 1
-            taken_until = end
+            resolution = resolved.get(alias.entity)
+            if resolution is not None and resolution.entity is not self.entities[alias.entity]:
+                hits.append(Hit(resolution.entity, o_start, o_end, text[o_start:o_end], resolution.alternatives))
+                continue  # the text points to a namesake elsewhere
             context = self._context.get(alias.entity) if alias.needs_context else None
             if context and not any(word in folded for word in context):
                 continue  # an ambiguous name with nothing around it that says which thing it is
-            hits.append(Hit(self.entities[alias.entity], o_start, o_end, text[o_start:o_end]))
+            alternatives = resolution.alternatives if resolution is not None else ()
+            hits.append(Hit(self.entities[alias.entity], o_start, o_end, text[o_start:o_end], alternatives))
         return hits
+
+    def _resolve(self, kept: list[tuple[int, int, Alias]], folded: str, text: str,
+                 index: list[int]) -> dict[int, Resolution]:
+        """Which place each ambiguous place name of the text is: once per name, on the whole text."""
+        assert self.places is not None
+        ambiguous = self.places.ambiguous
+        spans: dict[int, set[tuple[int, int]]] = {}
+        for start, end, alias in kept:
+            if alias.entity in ambiguous:
+                spans.setdefault(alias.entity, set()).add((start, end))
+        if not spans:
+            return {}
+        clues = self.places.clues(folded, text, index)
+        found: dict[int, Resolution] = {}
+        for entity, mentions in spans.items():
+            resolution = self.places.resolve(entity, folded, text, index, mentions, clues)
+            if resolution is not None:
+                found[entity] = resolution
+        return found

