@@ -11,6 +11,7 @@ import ahocorasick
 from services.entities.kb import aliases
 from services.entities.model import Alias, Entity
 from services.entities.places import Places, Resolution
+from shared import events
 from shared.text import fold, fold_name, is_word_char
 
 
@@ -22,6 +23,11 @@ class Hit:
     text: str
     # Unsure: the other place the name may be (the table's place, or its namesake elsewhere).
     alternatives: tuple[Entity, ...] = ()
+
+
+def alternatives(hit: Hit) -> list[events.Alternative]:
+    """A hit's alternatives as the tagged-article event carries them (``EntityHit.alternatives``)."""
+    return [events.Alternative(id=e.id, name=e.name) for e in hit.alternatives]
 
 
 class Matcher:
