@@ -4,6 +4,7 @@ that is also a town elsewhere is linked by what the text says around it (places.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import ahocorasick
@@ -54,8 +55,19 @@ class Matcher:
         return not alias.capital or original[:1].isupper() or not original[:1].isalpha()
 
     def find(self, text: str) -> list[Hit]:
+        return self.find_fields([text])[0]
+
+    def find_fields(self, texts: Sequence[str]) -> list[list[Hit]]:
+        """The hits of each of an article's fields (its title, its text): a place name that is also a
+        town elsewhere is read on all of them together (one sense per article)."""
+        parts = [self._names(text) for text in texts]
+        resolved = self._resolve(texts, parts) if self.places is not None else {}
+        return [self._hits(text, *part, resolved) for text, part in zip(texts, parts, strict=True)]
+
+    def _names(self, text: str) -> tuple[str, list[int], list[tuple[int, int, Alias]]]:
+        """(folded text, its index, the names found: leftmost-longest, non-overlapping)."""
         if not text:
-            return []
+            return "", [], []
         folded, index = fold(text)
         candidates: list[tuple[int, int, Alias]] = []
         for end_idx, (length, group) in self._automaton.iter(folded):
@@ -79,7 +91,10 @@ class Matcher:
                 continue
             taken_until = end
             kept.append((start, end, alias))
-        resolved = self._resolve(kept, folded, text, index) if self.places is not None else {}
+        return folded, index, kept
+
+    def _hits(self, text: str, folded: str, index: list[int], kept: list[tuple[int, int, Alias]],
+              resolved: dict[int, Resolution]) -> list[Hit]:
         hits: list[Hit] = []
         for start, end, alias in kept:
             # The mention is the name without a joined clitic: وبوتين → بوتين.
@@ -95,21 +110,25 @@ class Matcher:
             hits.append(Hit(self.entities[alias.entity], o_start, o_end, text[o_start:o_end], alternatives))
         return hits
 
-    def _resolve(self, kept: list[tuple[int, int, Alias]], folded: str, text: str,
-                 index: list[int]) -> dict[int, Resolution]:
-        """Which place each ambiguous place name of the text is: once per name, on the whole text."""
+    def _resolve(self, texts: Sequence[str],
+                 parts: list[tuple[str, list[int], list[tuple[int, int, Alias]]]]) -> dict[int, Resolution]:
+        """Which place each ambiguous place name is: once per name, on all the fields."""
         assert self.places is not None
         ambiguous = self.places.ambiguous
-        spans: dict[int, set[tuple[int, int]]] = {}
-        for start, end, alias in kept:
-            if alias.entity in ambiguous:
-                spans.setdefault(alias.entity, set()).add((start, end))
+        spans: dict[int, list[set[tuple[int, int]]]] = {}
+        for n, (_folded, _index, kept) in enumerate(parts):
+            for start, end, alias in kept:
+                if alias.entity in ambiguous:
+                    spans.setdefault(alias.entity, [set() for _ in parts])[n].add((start, end))
         if not spans:
             return {}
-        clues = self.places.clues(folded, text, index)
+        clues = [self.places.clues(folded, text, index) if folded else []
+                 for text, (folded, index, _kept) in zip(texts, parts, strict=True)]
         found: dict[int, Resolution] = {}
         for entity, mentions in spans.items():
-            resolution = self.places.resolve(entity, folded, text, index, mentions, clues)
+            fields = [(folded, field_mentions, field_clues) for (folded, _, _), field_mentions, field_clues
+                      in zip(parts, mentions, clues, strict=True)]
+            resolution = self.places.resolve(entity, fields)
             if resolution is not None:
                 found[entity] = resolution
         return found

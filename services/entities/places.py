@@ -23,7 +23,8 @@ for texts in which an ambiguous name was found:
 A clue right after the name (", " or " (" between: "Paris, Texas", "Armenia (Colombia)") or right
 before it ("Atlanta, Georgia") weighs 2 more. Each distinct clue word counts once; the words of the
 ambiguous place itself never count.
-The whole text decides once for all the mentions of a name (one sense per text).
+The whole text decides once for all the mentions of a name (one sense per text); ``Matcher.find_fields``
+reads an article's title and text together.
 
 Decision: no clue for any namesake → the table's place. The best namesake scores 2 or more and more
 than the table's place → the namesake, with the table's place as alternative unless the namesake
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import gettext
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -93,6 +94,7 @@ class Ambiguous:
 # an int: a town (index into Places.towns), ("x", word) a table place's context word.
 Target = int | tuple[str, ...]
 Clue = tuple[int, int, str, tuple[Target, ...]]  # start, end (folded offsets), folded word, targets
+Field = tuple[str, set[tuple[int, int]], list[Clue]]  # one field of an article: folded text, mentions, clues
 
 
 @dataclass(frozen=True)
@@ -274,19 +276,19 @@ class Places:
             found.append((start, end, word, targets))
         return found
 
-    def _score(self, place: Place, clues: Iterable[Clue],
-               own: frozenset[str], mentions: set[tuple[int, int]], folded: str) -> int:
+    def _score(self, place: Place, fields: Sequence[Field], own: frozenset[str]) -> int:
         weights: dict[str, int] = {}
-        for start, end, word, targets in clues:
-            if word in own:
-                continue
-            weight = 0
-            for target in targets:
-                weight = max(weight, self._weight(place, target))
-            if weight and _apposed(folded, start, end, mentions):
-                weight += APPOSITION
-            if weight > weights.get(word, 0):
-                weights[word] = weight
+        for folded, mentions, clues in fields:
+            for start, end, word, targets in clues:
+                if word in own:
+                    continue
+                weight = 0
+                for target in targets:
+                    weight = max(weight, self._weight(place, target))
+                if weight and _apposed(folded, start, end, mentions):
+                    weight += APPOSITION
+                if weight > weights.get(word, 0):
+                    weights[word] = weight
         return sum(weights.values())
 
     def _weight(self, place: Place, target: Target) -> int:
@@ -318,18 +320,18 @@ class Places:
             return NEAR
         return COUNTRY
 
-    def resolve(self, entity_index: int, folded: str, original: str, index: list[int],
-                mentions: set[tuple[int, int]], clues: list[Clue]) -> Resolution | None:
-        """Which place the mentions of a table place are, given the text's clues; None: not ambiguous."""
+    def resolve(self, entity_index: int, fields: Sequence[Field]) -> Resolution | None:
+        """Which place the mentions of a table place are, given the clues of the article's fields;
+        None: not ambiguous."""
         found = self.ambiguous.get(entity_index)
         if found is None:
             return None
         famous = found.famous
-        scored = [(self._score(p, clues, found.own_words, mentions, folded), p) for p in found.namesakes]
+        scored = [(self._score(p, fields, found.own_words), p) for p in found.namesakes]
         best_score, best = max(scored, key=lambda s: s[0])  # ties: the larger town (namesakes are sorted)
         if best_score == 0:
             return Resolution(famous.entity)
-        famous_score = self._score(famous, clues, found.own_words, mentions, folded)
+        famous_score = self._score(famous, fields, found.own_words)
         if best_score >= SWITCH and best_score > famous_score:
             sure = best_score >= SURE and famous_score == 0
             return Resolution(best.entity, () if sure else (famous.entity,))

@@ -145,3 +145,15 @@ def test_event_alternatives_are_optional_and_backward_compatible() -> None:
 
     decoded = msgspec.json.decode(msgspec.json.encode(entity), type=OldHit)
     assert decoded.id == "geonames:2988507"
+
+
+def test_title_and_text_are_read_together() -> None:
+    title, text = "Tornado hits Paris", "Paris, Texas, lost power overnight after the storm."
+    title_hits, text_hits = MATCHER.find_fields([title, text])
+    assert [h.entity.id for h in title_hits] == [h.entity.id for h in text_hits] == ["geonames:4717560"]
+    assert [h.entity.id for h in MATCHER.find(title)] == ["geonames:2988507"]  # the title alone says nothing
+    assert [h.text for h in title_hits] == ["Paris"] and title[title_hits[0].start:title_hits[0].end] == "Paris"
+
+
+def test_find_fields_of_empty_fields() -> None:
+    assert MATCHER.find_fields(["", "Armenia, capital del Quindío"])[0] == []
