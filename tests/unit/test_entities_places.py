@@ -157,3 +157,18 @@ def test_title_and_text_are_read_together() -> None:
 
 def test_find_fields_of_empty_fields() -> None:
     assert MATCHER.find_fields(["", "Armenia, capital del Quindío"])[0] == []
+
+
+@pytest.mark.parametrize(("text", "mention", "expected"), [
+    # A region that is part of a longer name says nothing: "Nouveau-Brunswick" is not Brunswick, Ohio.
+    ("Noël est fêté au Québec, au Nouveau-Brunswick et au Liban.", "Liban", "iso3166:LB"),
+    # A country among countries; states of India say India, not the town of Singapore there.
+    ("The orchid grows in Malaysia, Singapore, Thailand and India (Assam, Orissa, Andhra Pradesh).",
+     "Singapore", "iso3166:SG"),
+    # Far towns of a country say little: Cicero and Antioch are towns in the US too.
+    ("Cicero studied philosophy in Athens under Antiochus.", "Athens", "geonames:264371"),
+    # A table city's name is that city: Rome says Italy, not Rome, Georgia.
+    ("The bishops of Alexandria, Rome and Antioch met in council.", "Alexandria", "geonames:361058"),
+])
+def test_weak_clues_keep_the_famous_place(text: str, mention: str, expected: str) -> None:
+    assert link(text, mention)[0] == expected
