@@ -89,6 +89,7 @@ class Ambiguous:
     famous: Place
     namesakes: tuple[Place, ...]
     own_words: frozenset[str]  # the famous place's folded names: never a clue
+    countries: frozenset[str]  # where the famous place and the namesakes are: other clues cannot count
 
 
 # A clue's target: ("c", country) a country's name, ("r", country, admin1 or "") a region ("w": a
@@ -231,7 +232,8 @@ class Places:
             for word in famous.context:
                 self._add(word, ("x", word))
             own = frozenset(fold_name(n) for names in entity.names.values() for n in names)
-            self.ambiguous[idx] = Ambiguous(famous, tuple(sorted(namesakes, key=lambda p: -p.population)), own)
+            self.ambiguous[idx] = Ambiguous(famous, tuple(sorted(namesakes, key=lambda p: -p.population)), own,
+                                            frozenset({famous.country, *(p.country for p in namesakes)}))
 
         # A table city's name is that city, not its namesakes: "Rome" in a text says Italy, whatever
         # the text's other place names.
@@ -310,7 +312,24 @@ class Places:
             kept.append(clue)
         return kept
 
-    def _score(self, place: Place, fields: Sequence[Field], own: frozenset[str]) -> int:
+    def _relevant(self, found: Ambiguous, fields: Sequence[Field]) -> list[tuple[str, tuple[Target, ...], bool, bool]]:
+        """(word, targets, far-town clue, next to a mention) of the clues that may count for the
+        place or a namesake: outside the mentions, not its own words, about one of their countries."""
+        countries, is_country = found.countries, found.famous.is_country
+        relevant = []
+        for folded, mentions, clues in fields:
+            covered = {i for m_start, m_end in mentions for i in range(m_start, m_end)}
+            for start, end, word, targets in clues:
+                if word in found.own_words or start in covered or end - 1 in covered:
+                    continue
+                kept = tuple(t for t in targets if (self.towns[t].country in countries if isinstance(t, int)
+                                                    else t[0] == "x" or t[1] in countries
+                                                    or (is_country and t[0] == "c")))
+                if kept:
+                    relevant.append((word, kept, _is_town(targets), _apposed(folded, start, end, mentions)))
+        return relevant
+
+    def _score(self, place: Place, clues: Sequence[tuple[str, tuple[Target, ...], bool, bool]]) -> int:
         """What points to ``place``: specific clues (a neighbour, its own region, a clue next to the
         name, a table place's context word; for a country, its regions, towns and neighbouring
         countries) add up; clues that only say its country (the country's name, a far town or
@@ -320,21 +339,18 @@ class Places:
         specific: dict[str, int] = {}
         country: dict[str, int] = {}
         far_towns: dict[str, int] = {}
-        for folded, mentions, clues in fields:
-            for start, end, word, targets in clues:
-                if word in own or any(start < m_end and m_start < end for m_start, m_end in mentions):
-                    continue
-                weight, is_specific = 0, False
-                for target in targets:
-                    w, sp = self._weight(place, target)
-                    if (w, sp) > (weight, is_specific):
-                        weight, is_specific = w, sp
-                if not weight:
-                    continue
-                if _apposed(folded, start, end, mentions):
-                    weight, is_specific = weight + APPOSITION, True
-                bucket = specific if is_specific else far_towns if _is_town(targets) else country
-                bucket[word] = max(bucket.get(word, 0), weight)
+        for word, targets, is_town, apposed in clues:
+            weight, is_specific = 0, False
+            for target in targets:
+                w, sp = self._weight(place, target)
+                if (w, sp) > (weight, is_specific):
+                    weight, is_specific = w, sp
+            if not weight:
+                continue
+            if apposed:
+                weight, is_specific = weight + APPOSITION, True
+            bucket = specific if is_specific else far_towns if is_town else country
+            bucket[word] = max(bucket.get(word, 0), weight)
         # Far towns of the country say it least: town names repeat the world over ("Cicero", "Antioch").
         return sum(specific.values()) + min(COUNTRY_CAP, sum(country.values()) + min(COUNTRY, sum(far_towns.values())))
 
@@ -381,11 +397,14 @@ class Places:
         if found is None:
             return None
         famous = found.famous
-        scored = [(self._score(p, fields, found.own_words), p) for p in found.namesakes]
+        clues = self._relevant(found, fields)
+        if not clues:
+            return Resolution(famous.entity)
+        scored = [(self._score(p, clues), p) for p in found.namesakes]
         best_score, best = max(scored, key=lambda s: s[0])  # ties: the larger town (namesakes are sorted)
         if best_score == 0:
             return Resolution(famous.entity)
-        famous_score = self._score(famous, fields, found.own_words)
+        famous_score = self._score(famous, clues)
         if best_score >= SWITCH and best_score > famous_score:
             sure = best_score >= SURE and famous_score == 0
             return Resolution(best.entity, () if sure else (famous.entity,))
