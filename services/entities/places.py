@@ -10,21 +10,25 @@ capital that shares its name is the country's business) and more than 50 km from
 What points to a place (a "clue"), found with one Aho-Corasick pass over the folded text, and only
 for texts in which an ambiguous name was found:
 
-- its country: the table's names of that country in every language (a word that starts with one:
-  "Colombian", "colombiano", "колумбийском" through the stem "колумби"), weight 1; another town of
-  the same country, weight 1;
-- a region of its country: pycountry's ISO 3166-2 subdivisions with their iso-codes translations
-  ("Quindío", "Киндио", "Texas"), weight 2; where the place's own region is known (the US, whose
-  ISO codes are GeoNames' admin1 codes), 3 for its own region and 1 for another ("Washington" in
-  a text about Lebanon says the US, not Lebanon, Pennsylvania);
-- a neighbour: a town in the same admin1 region or within NEAR_KM, weight 2;
-- a table place's own context words (data/entities.yaml, Georgia's Caucasus words), weight 2.
+- specific clues, which add up: a neighbour (a town in the same admin1 region or within NEAR_KM),
+  weight 2; its own US state (ISO 3166-2 codes are GeoNames' admin1 codes there), 3; a table
+  place's own context words (data/entities.yaml, Georgia's Caucasus words), 2; for a country,
+  its regions, towns and neighbouring countries;
+- clues that only say its country, COUNTRY_CAP at most together: the table's names of the country
+  in every language (a word that starts with one: "Colombian", "colombiano", "колумбийском"
+  through the stem "колумби"), 1; a region of the country (pycountry's ISO 3166-2 subdivisions
+  with their iso-codes translations: "Quindío", "Киндио"), 2 (another US state: 1, so that
+  "Washington" in a text about Lebanon says the US, not Lebanon, Pennsylvania); far towns of the
+  country, 1 at most together; for a country, other countries' names (a country among countries);
+- a clue right after the name (", " or " (" between: "Paris, Texas", "Armenia (Colombia)") or right
+  before it ("Atlanta, Georgia") weighs 2 more and is specific.
 
-A clue right after the name (", " or " (" between: "Paris, Texas", "Armenia (Colombia)") or right
-before it ("Atlanta, Georgia") weighs 2 more. Each distinct clue word counts once; the words of the
-ambiguous place itself never count.
-The whole text decides once for all the mentions of a name (one sense per text); ``Matcher.find_fields``
-reads an article's title and text together.
+Clues need a capital letter (adjectives of country names do not); a clue joined to a word by a
+hyphen is part of a longer name ("Nouveau-Brunswick"); of nested clues the longest counts; a table
+city's name says that city only ("Rome" is Italy's); a region named like a country ("Georgia")
+counts 1; each distinct clue word counts once; the words of the ambiguous place itself never count.
+The whole text decides once for all the mentions of a name (one sense per text);
+``Matcher.find_fields`` reads an article's title and text together.
 
 Decision: no clue for any namesake → the table's place. The best namesake scores 2 or more and more
 than the table's place → the namesake, with the table's place as alternative unless the namesake
