@@ -8,6 +8,10 @@
 3. The seeds (../shared/seeds/, when present): for each entity issue 4 lists, every mention
    an independent pattern finds in the seed text must be found and linked by the matcher,
    and every table hit must fall on a listed mention or be printed for review.
+4. Places in context (bench/data/places_in_context.jsonl, issue 14): sentences in six languages
+   naming a famous place or a namesake elsewhere, each with the id expected for the name;
+   precision and recall of the links with place names in context off (always the table's
+   place) and on.
 
 Usage: python bench/entities.py [--ner-sentences N]
 """
@@ -15,6 +19,7 @@ Usage: python bench/entities.py [--ner-sentences N]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -34,6 +39,7 @@ from services.entities.ner import Linker, NatashaRussian, Recogniser, SpacyFrenc
 from services.entities.service import tag
 
 ROOT = Path(__file__).resolve().parent.parent
+PLACES = ROOT / "bench" / "data" / "places_in_context.jsonl"
 EVAL = ROOT.parent / "shared" / "eval" / "ner"
 SEEDS = ROOT.parent / "shared" / "seeds"
 LABELS = ("PER", "LOC", "ORG")
@@ -163,14 +169,15 @@ def throughput(console: Console, progress: Progress) -> None:
     for column in ("mode", "articles/s", "mentions/article"):
         table.add_column(column, justify="left" if column == "mode" else "right")
     recognisers: dict[str, Recogniser] = {"fr": SpacyFrench(), "ru": NatashaRussian()}
-    for mode in ("table alone", "table + NER (fr, ru)"):
+    naive = Matcher(entities, places=False)
+    for mode in ("table alone, place names in context off", "table alone", "table + NER (fr, ru)"):
         task = progress.add_task(mode, total=rounds * len(articles))
         mentions = 0
         started = time.process_time()
         for _ in range(rounds):
             for title, text, lang in articles:
-                recogniser = recognisers.get(lang) if mode != "table alone" else None
-                hits = tag(matcher, title, text, recogniser, linker)
+                recogniser = recognisers.get(lang) if mode.startswith("table + NER") else None
+                hits = tag(naive if mode.endswith("off") else matcher, title, text, recogniser, linker)
                 mentions += sum(len(h.mentions) for h in hits)
                 progress.advance(task)
         seconds = time.process_time() - started
@@ -233,6 +240,51 @@ def seeds(console: Console) -> None:
     console.print(f"table hits of other entities ({len(others)}), for review: " + "; ".join(others[:60]))
 
 
+def places_in_context(console: Console) -> None:
+    """Precision and recall of the links of place names that are also towns elsewhere."""
+    if not PLACES.exists():
+        console.print(f"place-name set not found at {PLACES}: skipping")
+        return
+    rows = [json.loads(line) for line in PLACES.read_text("utf-8").splitlines() if line.strip()]
+    entities = load_table()
+    languages = sorted({r["lang"] for r in rows})
+    table = Table(title=f"places in context: {len(rows)} sentences ({', '.join(languages)}), "
+                        f"{sum(r['kind'] == 'famous' for r in rows)} naming the famous place, "
+                        f"{sum(r['kind'] == 'namesake' for r in rows)} a namesake")
+    for column in ("linker", "precision", "recall", "famous: right", "namesake: right", "unsure (alternative)",
+                   "wrong, expected among alternatives"):
+        table.add_column(column, justify="left" if column == "linker" else "right")
+    misses: list[str] = []
+    for name, matcher in (("naive (always the table's place)", Matcher(entities, places=False)),
+                          ("in context", Matcher(entities))):
+        right = linked = unsure = rescued = 0
+        right_by_kind = {"famous": 0, "namesake": 0}
+        for row in rows:
+            start = row["text"].index(row["mention"])
+            end = start + len(row["mention"])
+            hit = next((h for h in matcher.find(row["text"]) if h.start < end and start < h.end), None)
+            if hit is None:
+                found = None
+            else:
+                linked += 1
+                found = hit.entity.id
+                unsure += bool(hit.alternatives)
+            if found == row["expected"]:
+                right += 1
+                right_by_kind[row["kind"]] += 1
+            else:
+                rescued += hit is not None and any(a.id == row["expected"] for a in hit.alternatives)
+                if matcher.places is not None:
+                    misses.append(f"{row['lang']} {row['mention']!r} → {found} (expected {row['expected']}): "
+                                  f"{row['text'][:70]}")
+        n_kind = {kind: sum(r["kind"] == kind for r in rows) for kind in right_by_kind}
+        table.add_row(name, f"{right / linked if linked else 0:.3f}", f"{right / len(rows):.3f}",
+                      *(f"{right_by_kind[kind]}/{n_kind[kind]}" for kind in ("famous", "namesake")),
+                      str(unsure), str(rescued))
+    console.print(table)
+    console.print(f"in context, wrong or missing ({len(misses)}): " + "; ".join(misses))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ner-sentences", type=int, default=None, help="use only the first N sentences of each set")
@@ -242,6 +294,7 @@ def main() -> None:
     with Progress(console=console, transient=True) as progress:
         throughput(console, progress)
         seeds(console)
+        places_in_context(console)
         ner_scores(console, progress, args.ner_sentences)
 
 

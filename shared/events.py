@@ -90,6 +90,14 @@ class Mention(msgspec.Struct, kw_only=True, array_like=False):
     field: str = "text"
 
 
+class Alternative(msgspec.Struct, kw_only=True):
+    """Another entity the mentions may be, when the text does not say which: a place name of the table
+    that is also a town elsewhere ("Paris": Paris, France, or Paris, Texas, id ``geonames:4717560``)."""
+
+    id: str
+    name: str
+
+
 class EntityHit(msgspec.Struct, kw_only=True):
     id: str  # canonical id (Wikidata QID where one exists)
     name: str  # canonical (English) name
@@ -98,6 +106,10 @@ class EntityHit(msgspec.Struct, kw_only=True):
     # "table": found by the name table; "ner": found by NER and linked to the table;
     # "ner-unlinked": found by NER only (id "ner:<type>:<name>", no canonical entity).
     source: str = "table"
+    # Unsure: the other entities the mentions may be (best first). Added within tagged_article/1: an
+    # optional field with a default, so an event without it decodes as before and a consumer that
+    # does not know it ignores it (unknown fields are not forbidden): not a breaking change.
+    alternatives: list[Alternative] = msgspec.field(default_factory=list)
 
 
 class TaggedArticle(Event, tag="tagged_article/1"):

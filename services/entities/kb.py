@@ -97,6 +97,8 @@ def _merge_gazetteer(entities: list[Entity]) -> None:
         fresh = {lang: [n for n in names if fold_name(n) not in owned] for lang, names in found.names.items()}
         fresh = {lang: names for lang, names in fresh.items() if names}
         if target is not None:
+            if found.geonames and not target.geonames and not target.iso:
+                target.geonames = found.geonames  # where the place is: places.py reads it
             for lang, names in fresh.items():
                 target.names.setdefault(lang, []).extend(names)
         elif fresh:
