@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from services.entities.kb import load_table
-from services.entities.match import Matcher
+from services.entities.match import Matcher, alternatives
 from services.entities.ner import TYPES, Linker, Recogniser, Recognisers, mentions_where_needed
 from shared import events, pipeline
 from shared.runtime import Emit, cpu
@@ -25,17 +25,22 @@ def tag(matcher: Matcher, title: str, text: str, recogniser: Recogniser | None =
     """
     found: dict[str, events.EntityHit] = {}
 
-    def add(entity_id: str, name: str, kind: str, source: str, mention: events.Mention) -> None:
+    def add(entity_id: str, name: str, kind: str, source: str, mention: events.Mention,
+            alternatives: list[events.Alternative] | None = None) -> None:
         entry = found.get(entity_id)
         if entry is None:
-            entry = found[entity_id] = events.EntityHit(id=entity_id, name=name, type=kind, source=source)
+            entry = found[entity_id] = events.EntityHit(id=entity_id, name=name, type=kind, source=source,
+                                                        alternatives=alternatives or [])
         entry.mentions.append(mention)
 
-    for field, content in (("title", title), ("text", text)):
+    # title and text are matched together: a place name that is also a town elsewhere means one place
+    # in the whole article
+    table_hits = matcher.find_fields([title, text])
+    for (field, content), hits in zip((("title", title), ("text", text)), table_hits, strict=True):
         taken: list[tuple[int, int]] = []
-        for hit in matcher.find(content):
+        for hit in hits:
             add(hit.entity.id, hit.entity.name, hit.entity.type, "table",
-                events.Mention(start=hit.start, end=hit.end, text=hit.text, field=field))
+                events.Mention(start=hit.start, end=hit.end, text=hit.text, field=field), alternatives(hit))
             taken.append((hit.start, hit.end))
         if recogniser is None or not content:
             continue

@@ -172,3 +172,12 @@ def test_find_fields_of_empty_fields() -> None:
 ])
 def test_weak_clues_keep_the_famous_place(text: str, mention: str, expected: str) -> None:
     assert link(text, mention)[0] == expected
+
+
+def test_the_tagged_article_carries_the_alternative_and_reads_title_with_text() -> None:
+    from services.entities.service import tag
+
+    hits = tag(MATCHER, "Armenia", "She moved to Armenia, a town in the Colombian department of Quindío.")
+    armenia = next(h for h in hits if h.name == "Armenia")
+    assert armenia.id == "geonames:3689560" and [a.id for a in armenia.alternatives] == ["Q399"]
+    assert {m.field for m in armenia.mentions} == {"title", "text"}  # the title's mention is the same town
