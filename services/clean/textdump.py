@@ -207,18 +207,57 @@ _RELATED_HEADER = re.compile(
 _RELATED_HEADER_MAX_WORDS = 9
 
 
+# Headers of what a site appends after the article about itself or its author: "About us", "Über
+# die Autorin", "Kontakt", "Press contact", "Media contact" (a press release's "About <company>" footer).
+# Prose follows them, so they end the article; only a short header line counts.
+_FOOTER_HEADER = re.compile(
+    r"""^\W*(
+        about | über | à\ propos(\ de)? | acerca\ de | sobre | o\ nas | о\ нас | zur?\ person |
+        kontakt | contact | pressekontakt | press\ contact | media\ contact | medienkontakt |
+        ansprechpartner(in)? | for\ more\ information | weitere\ informationen | more\ information | presse
+    )\b[^.!?]{0,60}$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_FOOTER_HEADER_MAX_WORDS = 8
+# After a "related articles" header, a line this long is the story again (the box sat inside it), not
+# the list's headlines: the text resumes there.
+_RESUME_MIN_WORDS = 25
+
+
+def _is_prose(line: str) -> bool:
+    return words(line) >= _RESUME_MIN_WORDS and bool(_FULL_STOP.search(line.strip()))
+
+
+def _resumes(lines: list[str]) -> int | None:
+    """Where running prose starts again in ``lines``: two paragraphs in a row (one alone is a box's
+    blurb, a promotion), not headlines."""
+    for i in range(len(lines) - 1):
+        if _is_prose(lines[i]) and _is_prose(lines[i + 1]):
+            return i
+    return None
+
+
 def cut_related_tail(lines: list[str]) -> list[str]:
-    """Drop a "related articles" header and the list after it, when it sits in the text's second half.
+    """Drop a "related articles" header and the list after it, when it sits in the text's second half;
+    drop a site's own footer ("About us", "Kontakt", a press release's "About <company>") and what follows.
 
     An article may carry such a header higher up (a "read also" box after its lead); only the
-    second half is cut, where what follows the header is the site's list, not the story.
+    second half is cut, where what follows the header is the site's list, not the story. When
+    long prose follows the list, the story went on below the box: the text resumes there.
     """
     total = sum(len(line) for line in lines)
     seen = 0
     for i, line in enumerate(lines):
-        if (i >= 2 and seen >= total / 2 and words(line) <= _RELATED_HEADER_MAX_WORDS
-                and _RELATED_HEADER.match(line.strip())):
-            return lines[:i]
+        if i >= 2 and seen >= total / 2:
+            stripped = line.strip()
+            count = words(stripped)
+            if count <= _RELATED_HEADER_MAX_WORDS and _RELATED_HEADER.match(stripped):
+                resume = _resumes(lines[i + 1:])
+                if resume is None:
+                    return lines[:i]
+                return lines[:i] + cut_related_tail(lines[i + 1 + resume:])
+            if count <= _FOOTER_HEADER_MAX_WORDS and _FOOTER_HEADER.match(stripped):
+                return lines[:i]
         seen += len(line)
     return lines
 

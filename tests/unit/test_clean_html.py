@@ -168,6 +168,31 @@ def test_related_list_is_cut_only_in_the_second_half() -> None:
     assert cut_related_tail(early) == early  # a box after the lead: the story goes on below it
 
 
+MORE = [
+    "Le ministère des Transports a promis de publier d'ici la fin du mois le calendrier des travaux, "
+    "en commençant par l'élargissement de la route entre Vanadzor et le poste de Bagratachen.",
+    "Les transporteurs géorgiens, eux, attendent surtout la fin des doubles contrôles sanitaires, qui "
+    "allongent chaque passage de plusieurs heures pendant les mois d'été, selon leur fédération.",
+]
+
+
+def test_related_box_inside_the_story_cut_and_the_story_resumes() -> None:
+    lines = [*ARTICLE, "Sur le même sujet", "Le port de Poti agrandi", "Bakou et Ankara signent", *MORE]
+    assert cut_related_tail(lines) == [*ARTICLE, *MORE]
+    # one paragraph after the list is the box's blurb or a promotion, not the story going on
+    blurb = [*ARTICLE, "Sur le même sujet", "Le port de Poti agrandi", MORE[0]]
+    assert cut_related_tail(blurb) == ARTICLE
+
+
+@pytest.mark.parametrize("header", ["À propos de Transcaucasia Logistics", "Über die Autorin", "Pressekontakt:",
+                                    "About the author", "Media contact"])
+def test_site_footer_after_the_story_is_cut(header: str) -> None:
+    footer = ("Transcaucasia Logistics est un transporteur fondé en 1998 à Gyumri, qui relie chaque "
+              "semaine l'Arménie, la Géorgie et la Turquie avec une flotte de soixante camions.")
+    assert cut_related_tail([*ARTICLE, header, footer]) == ARTICLE
+    assert cut_related_tail([ARTICLE[0], header, *ARTICLE[1:]])[1] == header  # early: a heading of the story
+
+
 LEAD = ("Erevan et Tbilissi veulent un guichet unique à la frontière d'ici l'été, pour que les camions "
         "ne restent plus deux jours à Bagratachen.")
 
