@@ -25,6 +25,7 @@ from trafilatura.main_extractor import extract_content
 from trafilatura.settings import Extractor
 from trafilatura.xml import delete_element, xmltotxt
 
+from services.clean import fallback
 from services.clean.lead import missing_lead
 from services.clean.metadata import PageMetadata, page_metadata
 from services.clean.prune import parse_html, prune_furniture
@@ -221,6 +222,19 @@ def _element_count(root: HtmlElement, limit: int) -> int:
     return count
 
 
+def _second_opinion(root: HtmlElement, text: str) -> str:
+    """The text merged with a fast second extractor's when it holds much less than the page's prose
+    (fallback.py); else the text as it is."""
+    prose = fallback.prose_paragraphs(root)
+    if not fallback.looks_truncated(len(text), sum(len(paragraph) for paragraph in prose)):
+        return text
+    try:
+        theirs = fallback.resiliparse_text(root)
+    except Exception:  # a second opinion that fails leaves the first standing
+        return text
+    return fallback.merge(text, theirs, prose)
+
+
 def main_text(root: HtmlElement) -> str:
     """The article text of a parsed page, paragraphs joined by "\\n" (the tree is pruned in place).
 
@@ -228,7 +242,9 @@ def main_text(root: HtmlElement) -> str:
     jusText fallbacks, which cost a third of its time); the fallbacks run only when that text
     is short or much shorter than the article container that pruning found, the cases where
     they change the result (docs/choices.md), and only on trees of at most
-    ``FALLBACK_MAX_ELEMENTS`` elements.
+    ``FALLBACK_MAX_ELEMENTS`` elements. A text much shorter than the page's own prose then gets
+    a second opinion (resiliparse, merged line by line), and the prose of a twin body container
+    (the same tag and class beside the one kept) is joined to it (fallback.py).
     """
     container = prune_furniture(root)
     head = root.find("head")
@@ -241,6 +257,10 @@ def main_text(root: HtmlElement) -> str:
         if (len(text) < CASCADE_MIN_CHARS or container_chars > CASCADE_CONTAINER_RATIO * len(text)) \
                 and _element_count(root, FALLBACK_MAX_ELEMENTS) <= FALLBACK_MAX_ELEMENTS:
             text = _with_fallbacks(run)
+    text = _second_opinion(root, text)
+    before, after = fallback.twin_paragraphs(container, text)
+    if before or after:
+        text = "\n".join([*before, text, *after])
     text = _postfilter(text)
     lead = missing_lead(root, container, text) if text else ""
     return f"{lead}\n{text}" if lead and not is_junk_line(lead) else text
