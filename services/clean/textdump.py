@@ -30,7 +30,12 @@ _SHORT_JUNK = re.compile(
         source | sources | tags? | mots-clés | étiquettes | advertisement | publicité | реклама | إعلان |
         abonnez-vous.* | subscribe.* | s'abonner.* | подпишитесь.* | اشترك.* |
         nos\ chaînes\ d'information | follow\ us.* | suivez-nous.* |
-        social\ media\ auto\ publish.* | powered\ by.* | créé\ par.* | designed\ by.* | réalisé\ par.*
+        social\ media\ auto\ publish.* | powered\ by.* | créé\ par.* | designed\ by.* | réalisé\ par.* |
+        inhaltsverzeichnis | table\ of\ contents | sommaire | índice | spis\ treści | содержание |
+        bild\ anzeigen | show\ image | view\ image | bild\ vergrößern | zum\ vergrößern\ klicken |
+        (vorschau\ auf\ den\ )?nächste[nr]?\ artikel | vorheriger\ artikel | (next|previous)\ (article|post|story) |
+        article\ (suivant|précédent) | artículo\ (siguiente|anterior) |
+        zusatzinformationen | additional\ information
     )\W*$""",
     re.IGNORECASE | re.VERBOSE,
 )
@@ -96,7 +101,15 @@ _PROMO = re.compile(
         ^\W*(werbung|anzeige)\s*([:.|,]|$) | \bunterstütze\ \w+\ (bereits|jetzt|mit)\b |
         \bsuscr[ií]bete\b | \bhazte\ (miembro|socio)\b | \b(canal|grupo)\ de\ (telegram|youtube|whatsapp)\b |
         \bnuestro\ canal\ de\b | \binscrivez-vous\ à\ (notre|la)\ newsletter\b |
-        \bподпишитесь\ на\ наш\b
+        \bподпишитесь\ на\ наш\b |
+        \bsign(ing)?\ up\ (to|for)\ (our|the)\ newsletter\b | \bnever\ miss\ (the\ latest|a\ story|an?\ \w+)\b |
+        \bstraight\ to\ your\ (phone|inbox)\b | \bwe\ need\ your\ (help|support)\b |
+        \bsupport\ (us|our\ (work|journalism|reporting))\b | \b(donate|spenden)\ (now|today|jetzt)\b |
+        \bjetzt\ spenden\b | \bzeigen\ sie\ ihre\ wertschätzung\b |
+        \bunterstützen\ sie\ (unsere\ arbeit|unabhängigen\ journalismus)\b |
+        \bgefällt\ (dir|ihnen|euch)\ unser\b | \bexklusive\ angebote\b | \bexclusive\ (offers|deals)\b |
+        \bzapraszamy\ (też\ |również\ )?do\ subskrypcji\b | \bsuscribirse\b[^.]{0,30}\bnewsletter\b |
+        \balle\ angaben\ ohne\ gewähr\b
     )""",
     re.IGNORECASE | re.VERBOSE,
 )

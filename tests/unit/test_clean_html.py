@@ -161,6 +161,29 @@ def test_sentences_with_promo_words_or_quotes_are_kept(line: str) -> None:
     assert not is_junk_line(line)
 
 
+@pytest.mark.parametrize("line", [
+    "Sign up for our newsletter and never miss a story from the valley.",
+    "Get every update straight to your inbox with our free app.",
+    "We need your help: support our journalism with a monthly gift.",
+    "Ihnen gefällt unser Magazin? Zeigen Sie Ihre Wertschätzung mit einer Spende!",
+    "Unterstützen Sie unsere Arbeit mit einem Abo.",
+    "Gefällt dir unser Blog? Dann erzähl es weiter.",
+    "Zapraszamy do subskrypcji naszego tygodnika.",
+    "Puede suscribirse aquí a nuestra newsletter semanal.",
+    "(Alle Angaben ohne Gewähr)",
+    "Inhaltsverzeichnis", "Table of contents", "Bild anzeigen", "Nächster Artikel", "Next article",
+    "Zusatzinformationen:",
+])
+def test_site_calls_and_page_controls_are_junk(line: str) -> None:
+    assert is_junk_line(line)
+
+
+def test_a_call_inside_the_story_is_kept() -> None:
+    line = ("Werden Sie Teil der Gemeinschaft der Produkttester und unterstützen Sie uns dabei, "
+            "die Rezepte zu verbessern.")
+    assert not is_junk_line(line)
+
+
 def test_related_list_is_cut_only_in_the_second_half() -> None:
     lines = [*ARTICLE, "Sur le même sujet", "Le port de Poti agrandi", "Bakou et Ankara signent"]
     assert cut_related_tail(lines) == ARTICLE
