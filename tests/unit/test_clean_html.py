@@ -268,6 +268,26 @@ def test_blogger_post_without_paragraphs_is_spared() -> None:
     assert "Archives" not in text
 
 
+def test_page_wrapped_in_a_form_keeps_its_posts() -> None:
+    # ASP.NET wraps the whole page in one <form>; a forum thread lives inside it, beside the container
+    posts = "".join(f'<div class="post"><div class="author">membre{i}</div><div class="body">{p}</div></div>'
+                    for i, p in enumerate(ARTICLE))
+    html = f"""<html><body><div class="header"><a href="/">Forum</a></div>
+<form id="PageForm" method="post"><h1>Transit vers Tbilissi</h1>{posts}<input type="submit" value="Répondre"></form>
+<div class="content"><p>{MORE[0]}</p><p>{MORE[1]}</p></div></body></html>"""
+    root = parse_html(html)
+    prune_furniture(root)
+    assert all(sentence in root.text_content() for sentence in ARTICLE)
+
+
+def test_a_teaser_block_is_left_to_the_extractor() -> None:
+    html = f"""<html><body><article><h1>Transit</h1><div class="news-teaser"><p>{LEAD}</p></div>
+<div class="article-body">{"".join(f"<p>{p}</p>" for p in ARTICLE)}</div></article></body></html>"""
+    root = parse_html(html)
+    prune_furniture(root)
+    assert root.find(".//div[@class='news-teaser']") is not None
+
+
 RAW_PRUNE_CASES = """<html><body><div id="main"><h1>Titre</h1><p>Texte de l'article.</p>
 <div id="comments"><p>dropped: comments by id</p></div><div id="commentary"><p>kept: commentary</p></div>
 <section class="post-comments x"><p>dropped: post-comments class</p></section>
