@@ -43,6 +43,7 @@ _FURNITURE_WORDS = frozenset({
     "popup", "modal", "subscribe", "promo", "pagination", "pager", "rating", "login", "toolbar", "topbar",
     "copyright", "legal", "disclaimer", "credit", "credits", "sharedaddy", "caption", "byline", "author", "bio",
     "meta", "outbrain", "recommended", "recommendations", "tags", "tagcloud", "skip",
+    "date", "dateline", "timestamp", "banner",  # the date line over a headline; a site's banners
 })
 _FURNITURE_PAIRS = frozenset({("sr", "only")})  # screen-reader-only text
 # A furniture word after one of these is a layout name ("has-sidebar", "no-comments",

@@ -288,6 +288,17 @@ def test_a_teaser_block_is_left_to_the_extractor() -> None:
     assert root.find(".//div[@class='news-teaser']") is not None
 
 
+def test_date_lines_and_banners_are_furniture() -> None:
+    html = f"""<html><body><article><div class="publish-date">Publié le 3 mai 2026 à 14 h 05</div><h1>Transit</h1>
+<div class="promo-banner">Offre spéciale : trois mois pour un euro</div>
+<div class="article-body">{"".join(f"<p>{p}</p>" for p in ARTICLE)}</div></article></body></html>"""
+    root = parse_html(html)
+    prune_furniture(root)
+    text = root.text_content()
+    assert "3 mai 2026" not in text and "Offre spéciale" not in text
+    assert ARTICLE[0] in text
+
+
 RAW_PRUNE_CASES = """<html><body><div id="main"><h1>Titre</h1><p>Texte de l'article.</p>
 <div id="comments"><p>dropped: comments by id</p></div><div id="commentary"><p>kept: commentary</p></div>
 <section class="post-comments x"><p>dropped: post-comments class</p></section>
