@@ -104,6 +104,8 @@ def decode_body(body: bytes, content_type: str = "") -> tuple[str, str]:
 
 def _postfilter(text: str) -> str:
     kept = [line for line in text.split("\n") if line.strip() and not is_junk_line(line)]
+    if len(kept) > 2 and words(kept[0]) == 1 and words(kept[1]) >= 4:
+        kept = kept[1:]  # a one-word kicker over the headline ("Politik", "Analysis"): the section, not text
     return "\n".join(cut_related_tail(kept))
 
 

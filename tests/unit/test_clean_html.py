@@ -299,6 +299,13 @@ def test_date_lines_and_banners_are_furniture() -> None:
     assert ARTICLE[0] in text
 
 
+def test_one_word_kicker_over_the_headline_is_dropped() -> None:
+    body = "".join(f"<p>{p}</p>" for p in ARTICLE)
+    html = f"""<html><body><article><p>Politique</p><h1>Erevan et Tbilissi veulent aller plus vite</h1>
+{body}</article></body></html>"""
+    assert main_text(parse_html(html)).split("\n")[0] == "Erevan et Tbilissi veulent aller plus vite"
+
+
 RAW_PRUNE_CASES = """<html><body><div id="main"><h1>Titre</h1><p>Texte de l'article.</p>
 <div id="comments"><p>dropped: comments by id</p></div><div id="commentary"><p>kept: commentary</p></div>
 <section class="post-comments x"><p>dropped: post-comments class</p></section>
