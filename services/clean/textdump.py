@@ -109,7 +109,9 @@ _PROMO = re.compile(
         \bunterstützen\ sie\ (unsere\ arbeit|unabhängigen\ journalismus)\b |
         \bgefällt\ (dir|ihnen|euch)\ unser\b | \bexklusive\ angebote\b | \bexclusive\ (offers|deals)\b |
         \bzapraszamy\ (też\ |również\ )?do\ subskrypcji\b | \bsuscribirse\b[^.]{0,30}\bnewsletter\b |
-        \balle\ angaben\ ohne\ gewähr\b
+        \balle\ angaben\ ohne\ gewähr\b |
+        \b(click|tap)\ here\b | \bhier\ klicken\b | \bklicken\ sie\ hier\b | \bcliquez\ ici\b |
+        \bhaga\ clic\ aquí\b | \b(findest\ du|finden\ sie|gibt\ es|geht\ es|geht's|geht’s)\ hier\s*[.!]?\s*$
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
