@@ -30,15 +30,7 @@ def _squash(text: str) -> str:
 
 def prose_paragraphs(root: HtmlElement) -> set[str]:
     """The page's paragraphs of running text (whitespace-squashed)."""
-    paragraphs = set()
-    for paragraph in root.iter("p"):
-        text = _squash(paragraph.text_content())
-        if len(text) < MIN_PROSE_CHARS:
-            continue
-        linked = sum(len(_squash(link.text_content())) for link in paragraph.iter("a"))
-        if linked <= MAX_PROSE_LINK_SHARE * len(text):
-            paragraphs.add(text)
-    return paragraphs
+    return set(_ordered_prose(root))
 
 
 def looks_truncated(text_chars: int, prose_chars: int) -> bool:
@@ -130,10 +122,15 @@ def twin_paragraphs(container: HtmlElement | None, text: str) -> tuple[list[str]
 def _ordered_prose(element: HtmlElement) -> list[str]:
     paragraphs = []
     for paragraph in element.iter("p"):
-        text = _squash(paragraph.text_content())
+        raw = paragraph.text_content()
+        if len(raw) < MIN_PROSE_CHARS:  # most short ones, before the squashing
+            continue
+        text = _squash(raw)
         if len(text) < MIN_PROSE_CHARS:
             continue
-        linked = sum(len(_squash(link.text_content())) for link in paragraph.iter("a"))
-        if linked <= MAX_PROSE_LINK_SHARE * len(text):
-            paragraphs.append(text)
+        if paragraph.find(".//a") is not None:
+            linked = sum(len(_squash(link.text_content())) for link in paragraph.iter("a"))
+            if linked > MAX_PROSE_LINK_SHARE * len(text):
+                continue
+        paragraphs.append(text)
     return paragraphs
