@@ -227,6 +227,8 @@ def _element_count(root: HtmlElement, limit: int) -> int:
 def _second_opinion(root: HtmlElement, text: str) -> str:
     """The text merged with a fast second extractor's when it holds much less than the page's prose
     (fallback.py); else the text as it is."""
+    if not fallback.looks_truncated(len(text), fallback.paragraph_chars_bound(root)):
+        return text  # most pages: even the bound is not that much longer than the text
     prose = fallback.prose_paragraphs(root)
     if not fallback.looks_truncated(len(text), sum(len(paragraph) for paragraph in prose)):
         return text

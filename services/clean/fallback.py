@@ -33,6 +33,17 @@ def prose_paragraphs(root: HtmlElement) -> set[str]:
     return set(_ordered_prose(root))
 
 
+def paragraph_chars_bound(root: HtmlElement) -> int:
+    """An upper bound of the prose's length, cheaper than measuring it: the raw text of every
+    paragraph long enough, whitespace and links included."""
+    total = 0
+    for paragraph in root.iter("p"):
+        length = len(paragraph.text_content())
+        if length >= MIN_PROSE_CHARS:
+            total += length
+    return total
+
+
 def looks_truncated(text_chars: int, prose_chars: int) -> bool:
     return text_chars < GATE_SHARE * prose_chars
 

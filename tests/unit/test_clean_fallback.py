@@ -19,6 +19,13 @@ def test_prose_paragraphs_skip_short_and_link_heavy_ones() -> None:
     assert fallback.prose_paragraphs(root) == {STORY[0], f"{STORY[2]} le plan"}
 
 
+def test_the_cheap_bound_is_never_below_the_prose() -> None:
+    root = parse_html(f"""<html><body><p>  {STORY[0]}  </p><p>Court.</p><p><a href="/a">{STORY[1]}</a></p>
+<p>{STORY[2]}</p></body></html>""")
+    prose = sum(len(paragraph) for paragraph in fallback.prose_paragraphs(root))
+    assert fallback.paragraph_chars_bound(root) >= prose + len(STORY[1])  # links and spaces counted too
+
+
 def test_gate_opens_only_when_the_text_holds_much_less_than_the_prose() -> None:
     assert fallback.looks_truncated(400, 1000)
     assert not fallback.looks_truncated(600, 1000)
