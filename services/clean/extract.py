@@ -26,7 +26,7 @@ from trafilatura.settings import Extractor
 from trafilatura.xml import delete_element, xmltotxt
 
 from services.clean import fallback
-from services.clean.lead import missing_lead
+from services.clean.lead import missing_dek, missing_lead
 from services.clean.metadata import PageMetadata, page_metadata
 from services.clean.prune import parse_html, prune_furniture
 from services.clean.textdump import clean_text_dump, cut_related_tail, is_junk_line, is_short_sentence, words
@@ -266,7 +266,7 @@ def main_text(root: HtmlElement) -> str:
     if before or after:
         text = "\n".join([*before, text, *after])
     text = _postfilter(text)
-    lead = missing_lead(root, container, text) if text else ""
+    lead = (missing_lead(root, container, text) or missing_dek(root, container, text)) if text else ""
     return f"{lead}\n{text}" if lead and not is_junk_line(lead) else text
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.clean.extract import decode_body, extract_page, main_text
-from services.clean.lead import missing_lead
+from services.clean.lead import missing_dek, missing_lead
 from services.clean.metadata import iso_datetime, page_metadata
 from services.clean.prune import article_container, parse_html, prune_furniture
 from services.clean.textdump import cut_related_tail, is_junk_line
@@ -249,6 +249,30 @@ def test_teaser_after_the_article_is_not_a_lead() -> None:
     root = parse_html(lead_page("", after=teaser))
     container = prune_furniture(root)
     assert missing_lead(root, container, "\n".join(ARTICLE)) == ""
+
+
+DEK = "Les deux capitales promettent un guichet unique à la frontière avant l'été, sans dire qui le paiera."
+
+
+def dek_page(masthead: str = "", headline: str = "<h1>Transit : Erevan et Tbilissi pressés</h1>") -> str:
+    paragraphs = "".join(f"<p>{p}</p>" for p in ARTICLE)
+    return f"""<html><body>{masthead}<article><header>{headline}<h2>{DEK}</h2></header>
+<div class="article-body">{paragraphs}</div></article></body></html>"""
+
+
+def test_unnamed_dek_under_the_headline_is_recovered() -> None:
+    root = parse_html(dek_page())
+    container = prune_furniture(root)
+    assert missing_dek(root, container, "\n".join(ARTICLE)) == DEK
+    assert missing_dek(root, container, "\n".join([DEK, *ARTICLE])) == ""  # already there
+
+
+def test_a_sites_tagline_under_its_linked_name_is_no_dek() -> None:
+    masthead = ('<div class="masthead"><h1><a href="/">Le Courrier du Caucase</a></h1>'
+                "<p>Le blog des routes et des frontières du Caucase du Sud.</p></div>")
+    root = parse_html(dek_page(masthead=masthead, headline="<h2>Transit</h2>"))
+    container = prune_furniture(root)
+    assert missing_dek(root, container, "\n".join(ARTICLE)) == ""
 
 
 def test_heading_named_like_furniture_is_kept() -> None:
