@@ -29,7 +29,14 @@ from services.clean import fallback
 from services.clean.lead import missing_dek, missing_lead
 from services.clean.metadata import PageMetadata, page_metadata
 from services.clean.prune import parse_html, prune_furniture
-from services.clean.textdump import clean_text_dump, cut_related_tail, is_junk_line, is_short_sentence, words
+from services.clean.textdump import (
+    clean_text_dump,
+    cut_related_tail,
+    is_author_bio,
+    is_junk_line,
+    is_short_sentence,
+    words,
+)
 
 # Less than this is a navigation stub or an error page, not an article, unless the text holds a
 # sentence (three words or more, ended by a full stop, "?" or "!": a wire flash, a brief).
@@ -106,7 +113,10 @@ def _postfilter(text: str) -> str:
     kept = [line for line in text.split("\n") if line.strip() and not is_junk_line(line)]
     if len(kept) > 2 and words(kept[0]) == 1 and words(kept[1]) >= 4:
         kept = kept[1:]  # a one-word kicker over the headline ("Politik", "Analysis"): the section, not text
-    return "\n".join(cut_related_tail(kept))
+    kept = cut_related_tail(kept)
+    if len(kept) > 2 and is_author_bio(kept[-1]):
+        kept = kept[:-1]  # the author's bio closing the page
+    return "\n".join(kept)
 
 
 # Built once: trafilatura otherwise makes a new Extractor (config reads, a date format) on every call,

@@ -277,6 +277,26 @@ def cut_related_tail(lines: list[str]) -> list[str]:
     return lines
 
 
+# An author's bio: "<First Last> is/ist/est … <role word> …", a name of two or three capitalised words
+# first (not an article and a noun: "Die Ministerin ist …"), the role within a few words. Only the
+# text's last line is tested (extract.py): bios close articles.
+_AUTHOR_BIO = re.compile(
+    r"""^(?!(?:Der|Die|Das|Dem|Den|Des|Ein|Eine|Einer|The|This|That|These|Our|His|Her|Its|Le|La|Les|Un|Une|El|Los|Las|
+    Il|Lo|Gli|Ten|Ta|To)\s)[A-ZÀ-ÖØ-Þ][\w'’-]+(?:\s[A-ZÀ-ÖØ-Þ][\w'’-]+){1,2}\s(?:is|ist|est|es|jest|was|war)\s.{0,40}?(?i:\b(?:
+        founder | co-founder | editor | journalist\w* | writer | reporter | correspondent | author | contributor |
+        columnist | consultant | head\ of | redakteur\w* | chefredakt\w* | autor\w* | gründ\w* | korrespondent\w* |
+        rédact\w* | journaliste | chroniqueu\w* | periodista | redactor\w* | redaktor\w* | dziennikar\w*
+    )\b)""",
+    re.VERBOSE,
+)
+_AUTHOR_BIO_MAX_WORDS = 80
+
+
+def is_author_bio(line: str) -> bool:
+    stripped = line.strip()
+    return words(stripped) <= _AUTHOR_BIO_MAX_WORDS and bool(_AUTHOR_BIO.match(stripped))
+
+
 def _cut_comments(lines: list[str]) -> list[str]:
     """Everything from the comment section's header on is comments, once article text was seen."""
     seen_text = False

@@ -8,7 +8,7 @@ from services.clean.extract import decode_body, extract_page, main_text
 from services.clean.lead import missing_dek, missing_lead
 from services.clean.metadata import iso_datetime, page_metadata
 from services.clean.prune import article_container, parse_html, prune_furniture
-from services.clean.textdump import cut_related_tail, is_junk_line
+from services.clean.textdump import cut_related_tail, is_author_bio, is_junk_line
 
 ARTICLE = [
     "Le ministre arménien des Affaires étrangères, Ararat Mirzoyan, a reçu mardi à Erevan son homologue "
@@ -217,6 +217,25 @@ def test_site_footer_after_the_story_is_cut(header: str) -> None:
               "semaine l'Arménie, la Géorgie et la Turquie avec une flotte de soixante camions.")
     assert cut_related_tail([*ARTICLE, header, footer]) == ARTICLE
     assert cut_related_tail([ARTICLE[0], header, *ARTICLE[1:]])[1] == header  # early: a heading of the story
+
+
+@pytest.mark.parametrize(("line", "bio"), [
+    ("Anna Petrossian est journaliste au Courrier du Caucase depuis 2019.", True),
+    ("Maria Lopez is a freelance writer based in Yerevan who covers transport.", True),
+    ("Karl Weber ist Redakteur im Ressort Wirtschaft.", True),
+    ("Die Ministerin ist die Autorin des Berichts.", False),  # an article and a noun, not a name
+    ("Ararat Mirzoyan ist seit 2021 Außenminister; sein Sprecher ist Journalist gewesen.", False),
+])
+def test_author_bio(line: str, bio: bool) -> None:
+    assert is_author_bio(line) is bio
+
+
+def test_author_bio_closing_the_page_is_dropped() -> None:
+    bio = "Anna Petrossian est journaliste au Courrier du Caucase depuis 2019 et couvre les transports."
+    html = f"""<html><body><article><h1>Transit</h1>{"".join(f"<p>{p}</p>" for p in ARTICLE)}<p>{bio}</p>
+</article></body></html>"""
+    text = main_text(parse_html(html))
+    assert ARTICLE[-1] in text and "Anna Petrossian" not in text
 
 
 LEAD = ("Erevan et Tbilissi veulent un guichet unique à la frontière d'ici l'été, pour que les camions "
