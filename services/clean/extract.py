@@ -25,10 +25,18 @@ from trafilatura.main_extractor import extract_content
 from trafilatura.settings import Extractor
 from trafilatura.xml import delete_element, xmltotxt
 
-from services.clean.lead import missing_lead
+from services.clean import fallback
+from services.clean.lead import missing_dek, missing_lead
 from services.clean.metadata import PageMetadata, page_metadata
 from services.clean.prune import parse_html, prune_furniture
-from services.clean.textdump import clean_text_dump, cut_related_tail, is_junk_line, is_short_sentence, words
+from services.clean.textdump import (
+    clean_text_dump,
+    cut_related_tail,
+    is_author_bio,
+    is_junk_line,
+    is_short_sentence,
+    words,
+)
 
 # Less than this is a navigation stub or an error page, not an article, unless the text holds a
 # sentence (three words or more, ended by a full stop, "?" or "!": a wire flash, a brief).
@@ -103,7 +111,12 @@ def decode_body(body: bytes, content_type: str = "") -> tuple[str, str]:
 
 def _postfilter(text: str) -> str:
     kept = [line for line in text.split("\n") if line.strip() and not is_junk_line(line)]
-    return "\n".join(cut_related_tail(kept))
+    if len(kept) > 2 and words(kept[0]) == 1 and words(kept[1]) >= 4:
+        kept = kept[1:]  # a one-word kicker over the headline ("Politik", "Analysis"): the section, not text
+    kept = cut_related_tail(kept)
+    if len(kept) > 2 and is_author_bio(kept[-1]):
+        kept = kept[:-1]  # the author's bio closing the page
+    return "\n".join(kept)
 
 
 # Built once: trafilatura otherwise makes a new Extractor (config reads, a date format) on every call,
@@ -221,6 +234,21 @@ def _element_count(root: HtmlElement, limit: int) -> int:
     return count
 
 
+def _second_opinion(root: HtmlElement, text: str) -> str:
+    """The text merged with a fast second extractor's when it holds much less than the page's prose
+    (fallback.py); else the text as it is."""
+    if not fallback.looks_truncated(len(text), fallback.paragraph_chars_bound(root)):
+        return text  # most pages: even the bound is not that much longer than the text
+    prose = fallback.prose_paragraphs(root)
+    if not fallback.looks_truncated(len(text), sum(len(paragraph) for paragraph in prose)):
+        return text
+    try:
+        theirs = fallback.resiliparse_text(root)
+    except Exception:  # a second opinion that fails leaves the first standing
+        return text
+    return fallback.merge(text, theirs, prose)
+
+
 def main_text(root: HtmlElement) -> str:
     """The article text of a parsed page, paragraphs joined by "\\n" (the tree is pruned in place).
 
@@ -228,7 +256,9 @@ def main_text(root: HtmlElement) -> str:
     jusText fallbacks, which cost a third of its time); the fallbacks run only when that text
     is short or much shorter than the article container that pruning found, the cases where
     they change the result (docs/choices.md), and only on trees of at most
-    ``FALLBACK_MAX_ELEMENTS`` elements.
+    ``FALLBACK_MAX_ELEMENTS`` elements. A text much shorter than the page's own prose then gets
+    a second opinion (resiliparse, merged line by line), and the prose of a twin body container
+    (the same tag and class beside the one kept) is joined to it (fallback.py).
     """
     container = prune_furniture(root)
     head = root.find("head")
@@ -241,8 +271,12 @@ def main_text(root: HtmlElement) -> str:
         if (len(text) < CASCADE_MIN_CHARS or container_chars > CASCADE_CONTAINER_RATIO * len(text)) \
                 and _element_count(root, FALLBACK_MAX_ELEMENTS) <= FALLBACK_MAX_ELEMENTS:
             text = _with_fallbacks(run)
+    text = _second_opinion(root, text)
+    before, after = fallback.twin_paragraphs(container, text)
+    if before or after:
+        text = "\n".join([*before, text, *after])
     text = _postfilter(text)
-    lead = missing_lead(root, container, text) if text else ""
+    lead = (missing_lead(root, container, text) or missing_dek(root, container, text)) if text else ""
     return f"{lead}\n{text}" if lead and not is_junk_line(lead) else text
 
 

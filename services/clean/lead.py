@@ -70,3 +70,46 @@ def _lines(element: HtmlElement) -> list[str]:
     if not leaves:
         return [_squash(element.text_content())]
     return [line for line in (_squash(leaf.text_content()) for leaf in leaves) if line and not is_junk_line(line)]
+
+
+_DEK_TAGS = frozenset({"h2", "p"})
+MAX_DEK_CHARS = 400  # longer is the article's first paragraph or a block swallowed by broken markup
+_HEADER_TAGS = frozenset({"header", "hgroup"})
+
+
+def missing_dek(root: HtmlElement, container: HtmlElement | None, text: str) -> str:
+    """The dek (the subtitle under the headline) when ``text`` lacks it, else "".
+
+    Structural, for pages that do not name it: the first ``<h2>`` or ``<p>`` right after the page's
+    first ``<h1>``, in the same parent, when that parent is the article's header (a ``<header>`` or
+    ``<hgroup>``, or an element outside the container), mostly text and not links, one or two
+    sentences long.
+    """
+    if container is None:
+        return ""
+    headline = next(root.iter("h1"), None)
+    if headline is None:
+        return ""
+    heading = _squash(headline.text_content())
+    if sum(len(_squash(link.text_content())) for link in headline.iter("a")) > len(heading) / 2:
+        return ""  # a linked <h1> is the site's name in its masthead, and what follows its tagline
+    parent = headline.getparent()
+    if parent is None or parent is container:
+        return ""
+    if parent.tag not in _HEADER_TAGS and (container in parent.iterancestors() or parent in container.iterancestors()):
+        return ""
+    for sibling in headline.itersiblings():
+        if not isinstance(sibling.tag, str):
+            continue
+        if sibling.tag not in _DEK_TAGS:
+            if sibling.text_content().strip():
+                return ""  # something else stands between the headline and a dek
+            continue
+        dek = _squash(sibling.text_content())
+        if not MIN_LEAD_CHARS <= len(dek) <= MAX_DEK_CHARS or dek in _squash(text):
+            return ""
+        linked = sum(len(link.text_content()) for link in sibling.iter("a"))
+        if linked > MAX_LINK_SHARE * len(dek) or is_junk_line(dek):
+            return ""
+        return dek
+    return ""

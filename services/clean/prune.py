@@ -27,7 +27,9 @@ _ALWAYS_DROP = frozenset({
     "object", "embed", "canvas", "map", "dialog",
 })
 # Page furniture by its tag; dropped unless it holds the article.
-_FURNITURE = frozenset({"nav", "footer", "aside", "figcaption", "form", "menu"})
+# Not <form>: ASP.NET pages wrap the whole page in one, and a comment or search form loses its
+# inputs (always dropped) anyway.
+_FURNITURE = frozenset({"nav", "footer", "aside", "figcaption", "menu"})
 # Headings are not dropped for their names: a heading's id is often made from its words
 # (id="nav_..." for a heading that starts with "Nav...").
 _TEXT_BLOCKS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
@@ -37,10 +39,11 @@ _NEVER_DROP = frozenset({"html", "head", "body", "main", "article"})
 _FURNITURE_WORDS = frozenset({
     "comment", "comments", "kommentar", "kommentare", "shariff", "share", "sharing", "sharer", "social", "socials",
     "related", "relatedposts", "breadcrumb", "breadcrumbs", "newsletter", "cookie", "cookies", "consent", "sidebar",
-    "footer", "navbar", "nav", "navigation", "menu", "submenu", "dropdown", "teaser", "teasers", "widget", "widgets",
+    "footer", "navbar", "nav", "navigation", "menu", "submenu", "dropdown", "widget", "widgets",
     "popup", "modal", "subscribe", "promo", "pagination", "pager", "rating", "login", "toolbar", "topbar",
     "copyright", "legal", "disclaimer", "credit", "credits", "sharedaddy", "caption", "byline", "author", "bio",
     "meta", "outbrain", "recommended", "recommendations", "tags", "tagcloud", "skip",
+    "date", "dateline", "timestamp", "banner",  # the date line over a headline; a site's banners
 })
 _FURNITURE_PAIRS = frozenset({("sr", "only")})  # screen-reader-only text
 # A furniture word after one of these is a layout name ("has-sidebar", "no-comments",

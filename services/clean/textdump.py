@@ -30,7 +30,12 @@ _SHORT_JUNK = re.compile(
         source | sources | tags? | mots-clés | étiquettes | advertisement | publicité | реклама | إعلان |
         abonnez-vous.* | subscribe.* | s'abonner.* | подпишитесь.* | اشترك.* |
         nos\ chaînes\ d'information | follow\ us.* | suivez-nous.* |
-        social\ media\ auto\ publish.* | powered\ by.* | créé\ par.* | designed\ by.* | réalisé\ par.*
+        social\ media\ auto\ publish.* | powered\ by.* | créé\ par.* | designed\ by.* | réalisé\ par.* |
+        inhaltsverzeichnis | table\ of\ contents | sommaire | índice | spis\ treści | содержание |
+        bild\ anzeigen | show\ image | view\ image | bild\ vergrößern | zum\ vergrößern\ klicken |
+        (vorschau\ auf\ den\ )?nächste[nr]?\ artikel | vorheriger\ artikel | (next|previous)\ (article|post|story) |
+        article\ (suivant|précédent) | artículo\ (siguiente|anterior) |
+        zusatzinformationen | additional\ information
     )\W*$""",
     re.IGNORECASE | re.VERBOSE,
 )
@@ -96,7 +101,17 @@ _PROMO = re.compile(
         ^\W*(werbung|anzeige)\s*([:.|,]|$) | \bunterstütze\ \w+\ (bereits|jetzt|mit)\b |
         \bsuscr[ií]bete\b | \bhazte\ (miembro|socio)\b | \b(canal|grupo)\ de\ (telegram|youtube|whatsapp)\b |
         \bnuestro\ canal\ de\b | \binscrivez-vous\ à\ (notre|la)\ newsletter\b |
-        \bподпишитесь\ на\ наш\b
+        \bподпишитесь\ на\ наш\b |
+        \bsign(ing)?\ up\ (to|for)\ (our|the)\ newsletter\b | \bnever\ miss\ (the\ latest|a\ story|an?\ \w+)\b |
+        \bstraight\ to\ your\ (phone|inbox)\b | \bwe\ need\ your\ (help|support)\b |
+        \bsupport\ (us|our\ (work|journalism|reporting))\b | \b(donate|spenden)\ (now|today|jetzt)\b |
+        \bjetzt\ spenden\b | \bzeigen\ sie\ ihre\ wertschätzung\b |
+        \bunterstützen\ sie\ (unsere\ arbeit|unabhängigen\ journalismus)\b |
+        \bgefällt\ (dir|ihnen|euch)\ unser\b | \bexklusive\ angebote\b | \bexclusive\ (offers|deals)\b |
+        \bzapraszamy\ (też\ |również\ )?do\ subskrypcji\b | \bsuscribirse\b[^.]{0,30}\bnewsletter\b |
+        \balle\ angaben\ ohne\ gewähr\b |
+        \b(click|tap)\ here\b | \bhier\ klicken\b | \bklicken\ sie\ hier\b | \bcliquez\ ici\b |
+        \bhaga\ clic\ aquí\b | \b(findest\ du|finden\ sie|gibt\ es|geht\ es|geht's|geht’s)\ hier\s*[.!]?\s*$
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
@@ -207,20 +222,79 @@ _RELATED_HEADER = re.compile(
 _RELATED_HEADER_MAX_WORDS = 9
 
 
+# Headers of what a site appends after the article about itself or its author: "About us", "Über
+# die Autorin", "Kontakt", "Press contact", "Media contact" (a press release's "About <company>" footer).
+# Prose follows them, so they end the article; only a short header line counts.
+_FOOTER_HEADER = re.compile(
+    r"""^\W*(
+        about | über | à\ propos(\ de)? | acerca\ de | sobre | o\ nas | о\ нас | zur?\ person |
+        kontakt | contact | pressekontakt | press\ contact | media\ contact | medienkontakt |
+        ansprechpartner(in)? | for\ more\ information | weitere\ informationen | more\ information | presse
+    )\b[^.!?]{0,60}$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_FOOTER_HEADER_MAX_WORDS = 8
+# After a "related articles" header, a line this long is the story again (the box sat inside it), not
+# the list's headlines: the text resumes there.
+_RESUME_MIN_WORDS = 25
+
+
+def _is_prose(line: str) -> bool:
+    return words(line) >= _RESUME_MIN_WORDS and bool(_FULL_STOP.search(line.strip()))
+
+
+def _resumes(lines: list[str]) -> int | None:
+    """Where running prose starts again in ``lines``: two paragraphs in a row (one alone is a box's
+    blurb, a promotion), not headlines."""
+    for i in range(len(lines) - 1):
+        if _is_prose(lines[i]) and _is_prose(lines[i + 1]):
+            return i
+    return None
+
+
 def cut_related_tail(lines: list[str]) -> list[str]:
-    """Drop a "related articles" header and the list after it, when it sits in the text's second half.
+    """Drop a "related articles" header and the list after it, when it sits in the text's second half;
+    drop a site's own footer ("About us", "Kontakt", a press release's "About <company>") and what follows.
 
     An article may carry such a header higher up (a "read also" box after its lead); only the
-    second half is cut, where what follows the header is the site's list, not the story.
+    second half is cut, where what follows the header is the site's list, not the story. When
+    long prose follows the list, the story went on below the box: the text resumes there.
     """
     total = sum(len(line) for line in lines)
     seen = 0
     for i, line in enumerate(lines):
-        if (i >= 2 and seen >= total / 2 and words(line) <= _RELATED_HEADER_MAX_WORDS
-                and _RELATED_HEADER.match(line.strip())):
-            return lines[:i]
+        if i >= 2 and seen >= total / 2:
+            stripped = line.strip()
+            count = words(stripped)
+            if count <= _RELATED_HEADER_MAX_WORDS and _RELATED_HEADER.match(stripped):
+                resume = _resumes(lines[i + 1:])
+                if resume is None:
+                    return lines[:i]
+                return lines[:i] + cut_related_tail(lines[i + 1 + resume:])
+            if count <= _FOOTER_HEADER_MAX_WORDS and _FOOTER_HEADER.match(stripped):
+                return lines[:i]
         seen += len(line)
     return lines
+
+
+# An author's bio: "<First Last> is/ist/est … <role word> …", a name of two or three capitalised words
+# first (not an article and a noun: "Die Ministerin ist …"), the role within a few words. Only the
+# text's last line is tested (extract.py): bios close articles.
+_AUTHOR_BIO = re.compile(
+    r"""^(?!(?:Der|Die|Das|Dem|Den|Des|Ein|Eine|Einer|The|This|That|These|Our|His|Her|Its|Le|La|Les|Un|Une|El|Los|Las|
+    Il|Lo|Gli|Ten|Ta|To)\s)[A-ZÀ-ÖØ-Þ][\w'’-]+(?:\s[A-ZÀ-ÖØ-Þ][\w'’-]+){1,2}\s(?:is|ist|est|es|jest|was|war)\s.{0,40}?(?i:\b(?:
+        founder | co-founder | editor | journalist\w* | writer | reporter | correspondent | author | contributor |
+        columnist | consultant | head\ of | redakteur\w* | chefredakt\w* | autor\w* | gründ\w* | korrespondent\w* |
+        rédact\w* | journaliste | chroniqueu\w* | periodista | redactor\w* | redaktor\w* | dziennikar\w*
+    )\b)""",
+    re.VERBOSE,
+)
+_AUTHOR_BIO_MAX_WORDS = 80
+
+
+def is_author_bio(line: str) -> bool:
+    stripped = line.strip()
+    return words(stripped) <= _AUTHOR_BIO_MAX_WORDS and bool(_AUTHOR_BIO.match(stripped))
 
 
 def _cut_comments(lines: list[str]) -> list[str]:

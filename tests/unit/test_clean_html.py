@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from services.clean.extract import decode_body, extract_page, main_text
-from services.clean.lead import missing_lead
+from services.clean.lead import missing_dek, missing_lead
 from services.clean.metadata import iso_datetime, page_metadata
 from services.clean.prune import article_container, parse_html, prune_furniture
-from services.clean.textdump import cut_related_tail, is_junk_line
+from services.clean.textdump import cut_related_tail, is_author_bio, is_junk_line
 
 ARTICLE = [
     "Le ministre arménien des Affaires étrangères, Ararat Mirzoyan, a reçu mardi à Erevan son homologue "
@@ -161,11 +161,81 @@ def test_sentences_with_promo_words_or_quotes_are_kept(line: str) -> None:
     assert not is_junk_line(line)
 
 
+@pytest.mark.parametrize("line", [
+    "Sign up for our newsletter and never miss a story from the valley.",
+    "Get every update straight to your inbox with our free app.",
+    "We need your help: support our journalism with a monthly gift.",
+    "Ihnen gefällt unser Magazin? Zeigen Sie Ihre Wertschätzung mit einer Spende!",
+    "Unterstützen Sie unsere Arbeit mit einem Abo.",
+    "Gefällt dir unser Blog? Dann erzähl es weiter.",
+    "Zapraszamy do subskrypcji naszego tygodnika.",
+    "Puede suscribirse aquí a nuestra newsletter semanal.",
+    "(Alle Angaben ohne Gewähr)",
+    "Inhaltsverzeichnis", "Table of contents", "Bild anzeigen", "Nächster Artikel", "Next article",
+    "Zusatzinformationen:", "Click here to get our weekly digest.", "Alle Fotos der Reise findest du hier.",
+    "Cliquez ici pour recevoir nos alertes",
+])
+def test_site_calls_and_page_controls_are_junk(line: str) -> None:
+    assert is_junk_line(line)
+
+
+@pytest.mark.parametrize("line", [
+    "Werden Sie Teil der Gemeinschaft der Produkttester und unterstützen Sie uns dabei, die Rezepte zu verbessern.",
+    "Den vollständigen Bericht der Kommission finden Sie hier:",  # what follows is the document
+])
+def test_a_call_inside_the_story_is_kept(line: str) -> None:
+    assert not is_junk_line(line)
+
+
 def test_related_list_is_cut_only_in_the_second_half() -> None:
     lines = [*ARTICLE, "Sur le même sujet", "Le port de Poti agrandi", "Bakou et Ankara signent"]
     assert cut_related_tail(lines) == ARTICLE
     early = [ARTICLE[0], "À lire aussi", *ARTICLE[1:]]
     assert cut_related_tail(early) == early  # a box after the lead: the story goes on below it
+
+
+MORE = [
+    "Le ministère des Transports a promis de publier d'ici la fin du mois le calendrier des travaux, "
+    "en commençant par l'élargissement de la route entre Vanadzor et le poste de Bagratachen.",
+    "Les transporteurs géorgiens, eux, attendent surtout la fin des doubles contrôles sanitaires, qui "
+    "allongent chaque passage de plusieurs heures pendant les mois d'été, selon leur fédération.",
+]
+
+
+def test_related_box_inside_the_story_cut_and_the_story_resumes() -> None:
+    lines = [*ARTICLE, "Sur le même sujet", "Le port de Poti agrandi", "Bakou et Ankara signent", *MORE]
+    assert cut_related_tail(lines) == [*ARTICLE, *MORE]
+    # one paragraph after the list is the box's blurb or a promotion, not the story going on
+    blurb = [*ARTICLE, "Sur le même sujet", "Le port de Poti agrandi", MORE[0]]
+    assert cut_related_tail(blurb) == ARTICLE
+
+
+@pytest.mark.parametrize("header", ["À propos de Transcaucasia Logistics", "Über die Autorin", "Pressekontakt:",
+                                    "About the author", "Media contact"])
+def test_site_footer_after_the_story_is_cut(header: str) -> None:
+    footer = ("Transcaucasia Logistics est un transporteur fondé en 1998 à Gyumri, qui relie chaque "
+              "semaine l'Arménie, la Géorgie et la Turquie avec une flotte de soixante camions.")
+    assert cut_related_tail([*ARTICLE, header, footer]) == ARTICLE
+    assert cut_related_tail([ARTICLE[0], header, *ARTICLE[1:]])[1] == header  # early: a heading of the story
+
+
+@pytest.mark.parametrize(("line", "bio"), [
+    ("Anna Petrossian est journaliste au Courrier du Caucase depuis 2019.", True),
+    ("Maria Lopez is a freelance writer based in Yerevan who covers transport.", True),
+    ("Karl Weber ist Redakteur im Ressort Wirtschaft.", True),
+    ("Die Ministerin ist die Autorin des Berichts.", False),  # an article and a noun, not a name
+    ("Ararat Mirzoyan ist seit 2021 Außenminister; sein Sprecher ist Journalist gewesen.", False),
+])
+def test_author_bio(line: str, bio: bool) -> None:
+    assert is_author_bio(line) is bio
+
+
+def test_author_bio_closing_the_page_is_dropped() -> None:
+    bio = "Anna Petrossian est journaliste au Courrier du Caucase depuis 2019 et couvre les transports."
+    html = f"""<html><body><article><h1>Transit</h1>{"".join(f"<p>{p}</p>" for p in ARTICLE)}<p>{bio}</p>
+</article></body></html>"""
+    text = main_text(parse_html(html))
+    assert ARTICLE[-1] in text and "Anna Petrossian" not in text
 
 
 LEAD = ("Erevan et Tbilissi veulent un guichet unique à la frontière d'ici l'été, pour que les camions "
@@ -200,6 +270,30 @@ def test_teaser_after_the_article_is_not_a_lead() -> None:
     assert missing_lead(root, container, "\n".join(ARTICLE)) == ""
 
 
+DEK = "Les deux capitales promettent un guichet unique à la frontière avant l'été, sans dire qui le paiera."
+
+
+def dek_page(masthead: str = "", headline: str = "<h1>Transit : Erevan et Tbilissi pressés</h1>") -> str:
+    paragraphs = "".join(f"<p>{p}</p>" for p in ARTICLE)
+    return f"""<html><body>{masthead}<article><header>{headline}<h2>{DEK}</h2></header>
+<div class="article-body">{paragraphs}</div></article></body></html>"""
+
+
+def test_unnamed_dek_under_the_headline_is_recovered() -> None:
+    root = parse_html(dek_page())
+    container = prune_furniture(root)
+    assert missing_dek(root, container, "\n".join(ARTICLE)) == DEK
+    assert missing_dek(root, container, "\n".join([DEK, *ARTICLE])) == ""  # already there
+
+
+def test_a_sites_tagline_under_its_linked_name_is_no_dek() -> None:
+    masthead = ('<div class="masthead"><h1><a href="/">Le Courrier du Caucase</a></h1>'
+                "<p>Le blog des routes et des frontières du Caucase du Sud.</p></div>")
+    root = parse_html(dek_page(masthead=masthead, headline="<h2>Transit</h2>"))
+    container = prune_furniture(root)
+    assert missing_dek(root, container, "\n".join(ARTICLE)) == ""
+
+
 def test_heading_named_like_furniture_is_kept() -> None:
     html = lead_page('<h2 id="nav_transit_1">Navettes et camions : ce qui change</h2>')
     root = parse_html(html)
@@ -218,6 +312,44 @@ def test_blogger_post_without_paragraphs_is_spared() -> None:
     for sentence in ARTICLE:
         assert sentence in text
     assert "Archives" not in text
+
+
+def test_page_wrapped_in_a_form_keeps_its_posts() -> None:
+    # ASP.NET wraps the whole page in one <form>; a forum thread lives inside it, beside the container
+    posts = "".join(f'<div class="post"><div class="author">membre{i}</div><div class="body">{p}</div></div>'
+                    for i, p in enumerate(ARTICLE))
+    html = f"""<html><body><div class="header"><a href="/">Forum</a></div>
+<form id="PageForm" method="post"><h1>Transit vers Tbilissi</h1>{posts}<input type="submit" value="Répondre"></form>
+<div class="content"><p>{MORE[0]}</p><p>{MORE[1]}</p></div></body></html>"""
+    root = parse_html(html)
+    prune_furniture(root)
+    assert all(sentence in root.text_content() for sentence in ARTICLE)
+
+
+def test_a_teaser_block_is_left_to_the_extractor() -> None:
+    html = f"""<html><body><article><h1>Transit</h1><div class="news-teaser"><p>{LEAD}</p></div>
+<div class="article-body">{"".join(f"<p>{p}</p>" for p in ARTICLE)}</div></article></body></html>"""
+    root = parse_html(html)
+    prune_furniture(root)
+    assert root.find(".//div[@class='news-teaser']") is not None
+
+
+def test_date_lines_and_banners_are_furniture() -> None:
+    html = f"""<html><body><article><div class="publish-date">Publié le 3 mai 2026 à 14 h 05</div><h1>Transit</h1>
+<div class="promo-banner">Offre spéciale : trois mois pour un euro</div>
+<div class="article-body">{"".join(f"<p>{p}</p>" for p in ARTICLE)}</div></article></body></html>"""
+    root = parse_html(html)
+    prune_furniture(root)
+    text = root.text_content()
+    assert "3 mai 2026" not in text and "Offre spéciale" not in text
+    assert ARTICLE[0] in text
+
+
+def test_one_word_kicker_over_the_headline_is_dropped() -> None:
+    body = "".join(f"<p>{p}</p>" for p in ARTICLE)
+    html = f"""<html><body><article><p>Politique</p><h1>Erevan et Tbilissi veulent aller plus vite</h1>
+{body}</article></body></html>"""
+    assert main_text(parse_html(html)).split("\n")[0] == "Erevan et Tbilissi veulent aller plus vite"
 
 
 RAW_PRUNE_CASES = """<html><body><div id="main"><h1>Titre</h1><p>Texte de l'article.</p>
