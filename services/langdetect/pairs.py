@@ -23,26 +23,29 @@ import re
 from collections.abc import Callable
 
 # A word may hold an apostrophe (м'ясо) or a hyphen (Ajudamo-lo, будь-який); one with a digit is none.
-_WORD = re.compile(r"\w+(?:['’ʼ-]\w+)*")
+_WORD = re.compile(r"(?<![\w'’ʼ-])[^\W\d_]+(?:['’ʼ-][^\W\d_]+)*(?![\w'’ʼ-])")
 
 
 def _set(words: str) -> frozenset[str]:
     return frozenset(words.split())
 
 
-def _suffixes(word: str, patterns: tuple[tuple[re.Pattern[str], int], ...]) -> int:
-    return sum(weight for pattern, weight in patterns if pattern.search(word))
+_Patterns = tuple[tuple[re.Pattern[str], int], ...]
+
+
+def _in_words(*patterns: tuple[str, int]) -> _Patterns:
+    """Word patterns (^ and $ for the word's ends) made to run once over words joined by spaces."""
+    return tuple((re.compile(src.replace("^", r"(?<!\w)").replace("$", r"(?!\w)")), weight)
+                 for src, weight in patterns)
+
+
+def _scored(words: list[str], patterns: _Patterns) -> int:
+    joined = " ".join(words)
+    return sum(weight * len(pattern.findall(joined)) for pattern, weight in patterns)
 
 
 def _words(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text) if not _NOT_LETTER.search(w)]
-
-
-_NOT_LETTER = re.compile(r"[\d_]")
-
-
-def _count(pattern: re.Pattern[str], words: list[str]) -> int:
-    return sum(1 for w in words if pattern.search(w))
+    return _WORD.findall(text)
 
 
 # --- Azerbaijani (+) / Turkish (-) -------------------------------------------------------------
@@ -64,34 +67,34 @@ büyük küçük iyi kendi kendisi bana sana beni seni benim senin eğer göre y
 tarafından üzere karşı mı mi mu mü mısın misin musun müsün cumhurbaşkanı başkan bakan
 bakanı bakanlığı ocak şubat nisan mayıs haziran temmuz ağustos eylül ekim kasım aralık
 """)
-_AZ_LETTERS = re.compile("[xqäXQÄ]")  # ä: how the schwa was printed in 1991-92 and is still typed
-_TR_LETTERS = re.compile("[âîûÂÎÛ]")
-_TR_SUFFIXES = (
+_AZ_LETTERS = frozenset("xqäXQÄ")  # ä: how the schwa was printed in 1991-92 and is still typed
+_TR_LETTERS = frozenset("âîûÂÎÛ")
+_TR_SUFFIXES = _in_words(
     # present continuous -iyor (Azerbaijani -ir): the stem's vowel narrows to ı i u ü before it
-    (re.compile(r"[ıiuü]yor(?:um|sun|uz|sunuz|lar|du|dum|dun|duk|dunuz|dular|muş|sa|ken|mu|mı)?$"), 3),
+    (r"[ıiuü]yor(?:um|sun|uz|sunuz|lar|du|dum|dun|duk|dunuz|dular|muş|sa|ken|mu|mı)?$", 3),
     # future -acak/-ecek (Azerbaijani -acaq/-əcək)
-    (re.compile(r"(?:acak|ecek|acağ|eceğ)"), 2),
-    (re.compile("^değil"), 2),  # Azerbaijani deyil
+    (r"(?:acak|ecek|acağ|eceğ)", 2),
+    ("değil", 2),  # Azerbaijani deyil
     # infinitive -mak/-mek (Azerbaijani -maq/-mək)
-    (re.compile(r"m(?:ak|ek)(?:ta|te|tan|ten|la|le)?$"), 2),
+    (r"m(?:ak|ek)(?:ta|te|tan|ten|la|le)?$", 2),
     # ability -ebil/-abil written on the verb (Azerbaijani: edə bilər, two words)
-    (re.compile(r"[ae]bil(?:ir|di|dı|en|se|sin|iriz|irler|miş|mış)"), 2),
+    (r"[ae]bil(?:ir|di|dı|en|se|sin|iriz|irler|miş|mış)", 2),
     # suffixes after a voiceless consonant turn t in Turkish, stay d in Azerbaijani: etti, gitti,
     # yaptı, kitapta, olmuştur (etdi, getdi, kitabda, olmuşdur)
-    (re.compile(r"[çfhpşt]t(?:[ıiuü](?:m|n|k|niz|nız|nuz|nüz|lar|ler)?|[ae]n?)$"), 1),
-    (re.compile(r"[çfhkpsşt]t[ıiuü]r(?:lar|ler)?$"), 2),
+    (r"[çfhpşt]t(?:[ıiuü](?:m|n|k|niz|nız|nuz|nüz|lar|ler)?|[ae]n?)$", 1),
+    (r"[çfhkpsşt]t[ıiuü]r(?:lar|ler)?$", 2),
     # a back vowel then k or p at the end: Turkish çocuk, yok, kitap; Azerbaijani uşaq, yox, kitab
-    (re.compile(r"[aıou]k$|[aeıioöuü]p$"), 1),
-    (re.compile("ken$"), 1),  # -ken (Azerbaijani -kən)
+    (r"[aıou]k$|[aeıioöuü]p$", 1),
+    ("ken$", 1),  # -ken (Azerbaijani -kən)
 )
-_AZ_SUFFIXES = (
+_AZ_SUFFIXES = _in_words(
     # Turkish does not end a word in b or c (kitap, ağaç): Azerbaijani olub, edib, kitab, güc
-    (re.compile("[ıiuü]b$"), 2), (re.compile("[aeıioöuü][bc]$"), 1),
-    (re.compile("^deyil"), 2),  # Turkish değil
+    ("[ıiuü]b$", 2), ("[aeıioöuü][bc]$", 1),
+    ("deyil", 2),  # Turkish değil
     # d after a voiceless consonant (Turkish t): etdi, olmuşdur, getdi
-    (re.compile("[çfpsşt]d[ıiuüaeə]"), 2),
+    ("[çfpsşt]d[ıiuüaeə]", 2),
     # present -ır/-ir after a vowel: başlayır, oxuyur, deyir (Turkish başlıyor, okuyor, diyor)
-    (re.compile("[aeıioöuü]y[ıiuü]r(?:lar|am|san|ıq|ik|uq|ük|sınız|siniz|dı|di)?$"), 2),
+    ("[aeıioöuü]y[ıiuü]r(?:lar|am|san|ıq|ik|uq|ük|sınız|siniz|dı|di)?$", 2),
 )
 
 
@@ -115,25 +118,26 @@ def _turkic_lower(word: str) -> str:
 
 def az_tr_evidence(text: str) -> int:
     """Positive for Azerbaijani, negative for Turkish (the schwa is the caller's, it decides alone)."""
-    score = sum(weight * len(p.findall(text)) for p, weight in _AZ_MARKS)
-    score -= sum(weight * len(p.findall(text)) for p, weight in _TR_MARKS)
-    for i, raw in enumerate(_words(text)):
-        word = _turkic_lower(raw)
+    score = 0
+    if "'" in text or "’" in text:
+        score -= sum(weight * len(p.findall(text)) for p, weight in _TR_MARKS)
+    if "-" in text or " il" in text:
+        score += sum(weight * len(p.findall(text)) for p, weight in _AZ_MARKS)
+    plain: list[str] = []  # words for the suffixes: not names, not in the lists
+    for i, (raw, word) in enumerate(zip(_words(text), _words(_turkic_lower(text)), strict=False)):
         # a capital inside the text, or inside the word (DemirClub): a name
         proper = (raw[0].isupper() and i > 0) or not raw[1:].islower()
-        if _AZ_LETTERS.search(raw):
+        if not _AZ_LETTERS.isdisjoint(raw):
             score += 1 if proper else 2  # foreign names (Xi, Qatar) are written with them in Turkish too
-        if _TR_LETTERS.search(raw):
+        if not _TR_LETTERS.isdisjoint(raw):
             score -= 2
         if word in _AZ_WORDS:
             score += 2
         elif word in _TR_WORDS:
             score -= 2
-        elif proper:
-            continue
-        else:
-            score += _suffixes(word, _AZ_SUFFIXES) - _suffixes(word, _TR_SUFFIXES)
-    return score
+        elif not proper:
+            plain.append(word)
+    return score + _scored(plain, _AZ_SUFFIXES) - _scored(plain, _TR_SUFFIXES)
 
 
 # --- Ukrainian (+) / Russian (-) ----------------------------------------------------------------
@@ -157,48 +161,40 @@ _RU_WORDS = _set("""
 страна россии россия ничего сказал против например однако каждый каждая каждое некоторые некоторых вот
 """)
 # Words both languages have but that one of them uses much more: left out (на, не, до, по, за …).
-_UK_SUFFIXES = (
-    (re.compile("(?:ння|ття|ззя|ддя|лля|сся)$"), 2),  # питання, життя (вопрос… Russian -ние, -тие)
-    (re.compile("(?:ють|ують|ають)$"), 2),  # 3rd person plural with ь (Russian -ют, -уют, -ают)
-    (re.compile("(?:ати|ити|ути|яти)$"), 1),  # infinitive -ти (Russian -ть)
-    (re.compile("ою$"), 1),  # instrumental -ою (Russian -ой)
-    (re.compile("(?:ав|ив|яв|ув)$"), 1),  # past tense -в (Russian -л): казав, робив (сказал, делал)
-    (re.compile("вся$"), 2),  # past reflexive -вся (Russian -лся): одружився (женился)
-    (re.compile("тиме(?:ш|мо|те|уть)?$"), 2),  # future -тиме: робитиме (Russian будет делать)
-    (re.compile("тися$"), 1),  # reflexive infinitive -тися (Russian -ться)
+_UK_SUFFIXES = _in_words(
+    ("(?:ння|ття|ззя|ддя|лля|сся)$", 2),  # питання, життя (вопрос… Russian -ние, -тие)
+    ("(?:ють|ують|ають)$", 2),  # 3rd person plural with ь (Russian -ют, -уют, -ают)
+    ("(?:ати|ити|ути|яти)$", 1),  # infinitive -ти (Russian -ть)
+    ("ою$", 1),  # instrumental -ою (Russian -ой)
+    ("(?:ав|ив|яв|ув)$", 1),  # past tense -в (Russian -л): казав, робив (сказал, делал)
+    ("вся$", 2),  # past reflexive -вся (Russian -лся): одружився (женился)
+    ("тиме(?:ш|мо|те|уть)?$", 2),  # future -тиме: робитиме (Russian будет делать)
+    ("тися$", 1),  # reflexive infinitive -тися (Russian -ться)
 )
-_RU_SUFFIXES = (
-    (re.compile("(?:ние|ния|нию|нием|нии|тие|тия)$"), 2),  # Ukrainian -ння, -ття
-    (re.compile("(?:ая|яя|ое|ее|ие)$"), 2),  # adjective endings (Ukrainian -а, -я, -е, -є, -і)
-    (re.compile("[аяуе]ет$"), 2),  # 3rd person singular -ет (Ukrainian -є, -е)
-    (re.compile("(?:ют|ой)$"), 1),  # -ют (Ukrainian -ють), -ой (Ukrainian -ою, -ий)
-    (re.compile("лся$"), 2),  # past reflexive -лся (Ukrainian -вся)
+_RU_SUFFIXES = _in_words(
+    ("(?:ние|ния|нию|нием|нии|тие|тия)$", 2),  # Ukrainian -ння, -ття
+    ("(?:ая|яя|ое|ее|ие)$", 2),  # adjective endings (Ukrainian -а, -я, -е, -є, -і)
+    ("[аяуе]ет$", 2),  # 3rd person singular -ет (Ukrainian -є, -е)
+    ("(?:ют|ой)$", 1),  # -ют (Ukrainian -ють), -ой (Ukrainian -ою, -ий)
+    ("лся$", 2),  # past reflexive -лся (Ukrainian -вся)
 )
 
 
 def uk_ru_evidence(text: str) -> int:
     """Positive for Ukrainian, negative for Russian."""
-    score = 3 * len(_LATIN_I.findall(text))
-    for raw in _words(text):
-        word = raw.lower()
-        score += 3 * len(_UK_LETTERS.findall(raw)) - 3 * len(_RU_LETTERS.findall(raw))
-        if _UK_APOSTROPHE.search(raw):
-            score += 3
+    score = 3 * (len(_LATIN_I.findall(text)) + len(_UK_LETTERS.findall(text)) + len(_UK_APOSTROPHE.findall(text))
+                 - len(_RU_LETTERS.findall(text)))
+    plain: list[str] = []
+    for raw, word in zip(_words(text), _words(text.lower()), strict=False):
         if len(raw) == 1 and raw.isupper():  # an initial (П. К.)
             continue
         if word in _UK_WORDS:
             score += 2
         elif word in _RU_WORDS:
             score -= 2
-        if len(word) < 4:
-            continue
-        for pattern, weight in _UK_SUFFIXES:
-            if pattern.search(word):
-                score += weight
-        for pattern, weight in _RU_SUFFIXES:
-            if pattern.search(word):
-                score -= weight
-    return score
+        elif len(word) >= 4:
+            plain.append(word)
+    return score + _scored(plain, _UK_SUFFIXES) - _scored(plain, _RU_SUFFIXES)
 
 
 # --- Spanish (+) / Portuguese (-) ---------------------------------------------------------------
@@ -220,48 +216,40 @@ ano anos governo cidade disse também aqui então hoje através portanto
 _PT_WEAK_WORDS = _set("o as")
 # "o" and "a" (Spanish "or"/"to", Portuguese "the") and "no" (Spanish "not", Portuguese "in the")
 # are in neither list: both languages use them constantly.
-_ES_SUFFIXES = (
-    (re.compile("(?:ción|ciones|sión|siones)$"), 2),  # Portuguese -ção, -ções, -são
-    (re.compile("dad(?:es)?$"), 2),  # Portuguese -dade(s)
-    (re.compile("ón$"), 1),  # Portuguese -ão, -om
-    (re.compile("ll"), 1),  # Portuguese lh
-    (re.compile("[^qg]ue"), 1),  # diphthong ue (puede, nuevo): Portuguese pode, novo
-    (re.compile("y"), 1),  # mayor, proyecto, ayuda: Portuguese writes no y (maior, projeto, ajuda)
-    (re.compile("cc|ct"), 1),  # acción, proyecto (Portuguese ação, projeto)
+_ES_SUFFIXES = _in_words(
+    ("(?:ción|ciones|sión|siones)$", 2),  # Portuguese -ção, -ções, -são
+    ("dad(?:es)?$", 2),  # Portuguese -dade(s)
+    ("ón$", 1),  # Portuguese -ão, -om
+    ("ll", 1),  # Portuguese lh
+    ("[^qg]ue", 1),  # diphthong ue (puede, nuevo): Portuguese pode, novo
+    ("y", 1),  # mayor, proyecto, ayuda: Portuguese writes no y (maior, projeto, ajuda)
+    ("cc|ct", 1),  # acción, proyecto (Portuguese ação, projeto)
 )
-_PT_SUFFIXES = (
-    (re.compile("dade(?:s)?$"), 2),  # Spanish -dad(es)
-    (re.compile("(?:lh|nh)"), 2),  # Spanish ll, ñ
-    (re.compile("[aeiou]m$"), 2),  # Spanish words do not end in m: também, bem, homem (también, bien)
-    (re.compile("ss"), 1),  # Spanish never doubles s: isso, processo (eso, proceso)
+_PT_SUFFIXES = _in_words(
+    ("dade(?:s)?$", 2),  # Spanish -dad(es)
+    ("(?:lh|nh)", 2),  # Spanish ll, ñ
+    ("[aeiou]m$", 2),  # Spanish words do not end in m: também, bem, homem (también, bien)
+    ("ss", 1),  # Spanish never doubles s: isso, processo (eso, proceso)
 )
 
 
 def es_pt_evidence(text: str) -> int:
     """Positive for Spanish, negative for Portuguese."""
-    score = 0
-    words = _words(text)
-    for i, raw in enumerate(words):
-        word = raw.lower()
-        score += 3 * len(_ES_LETTERS.findall(raw)) - 3 * len(_PT_LETTERS.findall(raw))
+    score = 3 * (len(_ES_LETTERS.findall(text)) - len(_PT_LETTERS.findall(text)))
+    plain: list[str] = []
+    words = _words(text.lower())
+    for i, (raw, word) in enumerate(zip(_words(text), words, strict=False)):
         if word in _ES_WORDS:
             score += 2
         # Spanish writes "e" for "y" before an i sound: padre e hijo, España e Italia
         elif word in _PT_WORDS and not (word == "e" and words[i + 1:i + 2]
-                                        and words[i + 1].lower().startswith(("i", "hi"))):
+                                        and words[i + 1].startswith(("i", "hi"))):
             score -= 2
         elif word in _PT_WEAK_WORDS:
             score -= 1
-        if raw[0].isupper() or len(word) < 3:
-            continue
-        for pattern, weight in _ES_SUFFIXES:
-            if pattern.search(word):
-                score += weight
-        for pattern, weight in _PT_SUFFIXES:
-            if pattern.search(word):
-                score -= weight
-    # ¿ and ¡ are not words: count them on the whole text
-    return score + 3 * (text.count("¿") + text.count("¡"))
+        elif not raw[0].isupper() and len(word) >= 3:
+            plain.append(word)
+    return score + _scored(plain, _ES_SUFFIXES) - _scored(plain, _PT_SUFFIXES)
 
 
 # The pairs, each (first language, second language, evidence: positive for the first).
