@@ -63,6 +63,7 @@ EVIDENCE_NATS = 1.0
 # Ukrainian/Russian, Spanish/Portuguese: evidence this strong for the other language of the pair
 # (one function word, letter or ending it alone has, and nothing for the models' answer) switches to it.
 PAIR_SWITCH = 2
+EVIDENCE_CHARS = 400  # the pair evidence reads this much of a text: past it the models are sure anyway
 _KAZAKH_LETTERS = re.compile("[әғқңөұүһӘҒҚҢӨҰҮҺ]")
 _CYRILLIC_NOT_SCHWA = re.compile("[\u0400-\u04d7\u04da-\u04ff]")
 _KANA = re.compile("[\u3040-\u30ff]")
@@ -216,7 +217,7 @@ def _az_or_tr(text: str, confidence: float) -> Detection:
     values = _model("az-tr", _build_az_tr).compute_language_confidence_values(text)
     p_az = next(v.value for v in values if v.language.iso_code_639_1.name == "AZ")
     log_odds = math.log((p_az + _EPSILON) / (1.0 - p_az + _EPSILON))
-    log_odds += EVIDENCE_NATS * az_tr_evidence(text)
+    log_odds += EVIDENCE_NATS * az_tr_evidence(text[:EVIDENCE_CHARS])
     if abs(log_odds) < AZ_TR_MARGIN:
         return Detection("und", 0.0)
     return Detection("az" if log_odds > 0 else "tr", confidence)
@@ -226,7 +227,7 @@ def _pair_checked(text: str, found: Detection) -> Detection:
     """The answer held to the pair evidence when it is one of two languages the models confuse."""
     if found.lang in _REFEREED:
         return _az_or_tr(text, found.confidence)
-    pair = pair_evidence(found.lang, text)
+    pair = pair_evidence(found.lang, text[:EVIDENCE_CHARS])
     if pair is not None and pair[1] <= -PAIR_SWITCH:
         return Detection(pair[0], found.confidence)
     return found

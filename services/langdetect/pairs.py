@@ -12,7 +12,10 @@ language, negative for its second):
   "e");
 - suffixes (Turkish present "-iyor", future "-acak", infinitive "-mak" where Azerbaijani has
   "-ir", "-acaq", "-maq"; Ukrainian "-ння" where Russian has "-ние"; Spanish "-ción", "-dad"
-  where Portuguese has "-ção", "-dade").
+  where Portuguese has "-ção", "-dade");
+- spelling rules: Turkish puts an apostrophe before a name's ending (Ankara'da), Azerbaijani a
+  hyphen after an acronym or a number (ABŞ-da, 2016-cı).
+Names (a capital inside the text) are left out of the suffix checks.
 The word lists are the languages' most frequent words (grammar books, frequency lists), not
 picked from any evaluation text. No model, nothing loaded: a few set look-ups and regexes.
 """
@@ -22,8 +25,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-# A word may hold an apostrophe (м'ясо) or a hyphen (Ajudamo-lo, будь-який); one with a digit is none.
-_WORD = re.compile(r"(?<![\w'’ʼ-])[^\W\d_]+(?:['’ʼ-][^\W\d_]+)*(?![\w'’ʼ-])")
+# Punctuation around a word; inside, a word may hold an apostrophe (м'ясо) or a hyphen (Ajudamo-lo).
+_AROUND = "\"'’ʼ`«»„“”‘‹›.,;:!?¿¡()[]{}<>—–-…*/\\|#%&+=~^@$"
+_INSIDE = str.maketrans("", "", "'’ʼ-")
 
 
 def _set(words: str) -> frozenset[str]:
@@ -45,7 +49,17 @@ def _scored(words: list[str], patterns: _Patterns) -> int:
 
 
 def _words(text: str) -> list[str]:
-    return _WORD.findall(text)
+    """The words of a text, without numbers or anything holding a digit."""
+    words = []
+    for token in text.split():
+        word = token.strip(_AROUND)
+        if word and (word.isalpha() or word.translate(_INSIDE).isalpha()):
+            words.append(word)
+    return words
+
+
+def _count(text: str, letters: str) -> int:
+    return sum(text.count(letter) for letter in letters)
 
 
 # --- Azerbaijani (+) / Turkish (-) -------------------------------------------------------------
@@ -124,7 +138,8 @@ def az_tr_evidence(text: str) -> int:
     if "-" in text or " il" in text:
         score += sum(weight * len(p.findall(text)) for p, weight in _AZ_MARKS)
     plain: list[str] = []  # words for the suffixes: not names, not in the lists
-    for i, (raw, word) in enumerate(zip(_words(text), _words(_turkic_lower(text)), strict=False)):
+    for i, raw in enumerate(_words(text)):
+        word = _turkic_lower(raw)
         # a capital inside the text, or inside the word (DemirClub): a name
         proper = (raw[0].isupper() and i > 0) or not raw[1:].islower()
         if not _AZ_LETTERS.isdisjoint(raw):
@@ -142,10 +157,10 @@ def az_tr_evidence(text: str) -> int:
 
 # --- Ukrainian (+) / Russian (-) ----------------------------------------------------------------
 
-_UK_LETTERS = re.compile("[іїєґІЇЄҐ]")
+_UK_LETTERS = "іїєґІЇЄҐ"
 # Ukrainian typed with a Latin i for і (вiн, долинi; "i" alone for the conjunction і).
 _LATIN_I = re.compile(r"(?<=[\u0400-\u04ff])[iI]|[iI](?=[\u0400-\u04ff])|(?<![^\W\d_])[iI](?![^\W\d_])")
-_RU_LETTERS = re.compile("[ыэъёЫЭЪЁ]")
+_RU_LETTERS = "ыэъёЫЭЪЁ"
 # Ukrainian writes an apostrophe where Russian writes ъ or ь: м'ясо, об'єкт, п'ять (мясо, объект, пять).
 _UK_APOSTROPHE = re.compile("[бвмпфрБВМПФР]['’ʼ][яюєїЯЮЄЇ]")
 _UK_WORDS = _set("""
@@ -182,12 +197,16 @@ _RU_SUFFIXES = _in_words(
 
 def uk_ru_evidence(text: str) -> int:
     """Positive for Ukrainian, negative for Russian."""
-    score = 3 * (len(_LATIN_I.findall(text)) + len(_UK_LETTERS.findall(text)) + len(_UK_APOSTROPHE.findall(text))
-                 - len(_RU_LETTERS.findall(text)))
+    score = 3 * (_count(text, _UK_LETTERS) - _count(text, _RU_LETTERS))
+    if "i" in text or "I" in text:
+        score += 3 * len(_LATIN_I.findall(text))
+    if "'" in text or "’" in text or "ʼ" in text:
+        score += 3 * len(_UK_APOSTROPHE.findall(text))
     plain: list[str] = []
-    for raw, word in zip(_words(text), _words(text.lower()), strict=False):
+    for raw in _words(text):
         if len(raw) == 1 and raw.isupper():  # an initial (П. К.)
             continue
+        word = raw.lower()
         if word in _UK_WORDS:
             score += 2
         elif word in _RU_WORDS:
@@ -199,8 +218,8 @@ def uk_ru_evidence(text: str) -> int:
 
 # --- Spanish (+) / Portuguese (-) ---------------------------------------------------------------
 
-_ES_LETTERS = re.compile("[ñÑ¿¡]")
-_PT_LETTERS = re.compile("[ãõçâêôàÃÕÇÂÊÔÀ]")
+_ES_LETTERS = "ñÑ¿¡"
+_PT_LETTERS = "ãõçâêôàÃÕÇÂÊÔÀ"
 _ES_WORDS = _set("""
 el los las la lo y en un una del al con es son su sus más pero muy fue hay sin hasta cuando
 donde también ese eso esto ha han ya yo él ella ellos le les otro otra otros nuevo nueva puede
@@ -235,10 +254,11 @@ _PT_SUFFIXES = _in_words(
 
 def es_pt_evidence(text: str) -> int:
     """Positive for Spanish, negative for Portuguese."""
-    score = 3 * (len(_ES_LETTERS.findall(text)) - len(_PT_LETTERS.findall(text)))
+    score = 3 * (_count(text, _ES_LETTERS) - _count(text, _PT_LETTERS))
     plain: list[str] = []
-    words = _words(text.lower())
-    for i, (raw, word) in enumerate(zip(_words(text), words, strict=False)):
+    raws = _words(text)
+    words = [raw.lower() for raw in raws]
+    for i, (raw, word) in enumerate(zip(raws, words, strict=True)):
         if word in _ES_WORDS:
             score += 2
         # Spanish writes "e" for "y" before an i sound: padre e hijo, España e Italia
