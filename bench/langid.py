@@ -126,9 +126,14 @@ def main() -> None:
         console.print(f"evaluation data not found at {EVAL}: skipping the language-ID benchmark")
         return
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
-    for fn in DETECTORS.values():  # load models outside the timing
-        fn("warm up the models")
     data = {name: load(file, args.per_lang) for name, file in SETS.items()}
+    # Load models outside the timing: lingua loads a language's models on its first use, so every
+    # detector first reads one text of each language of each set (steady-state speed is measured).
+    warm = {(set_name, lang): text for set_name, items in data.items() for lang, text in items}
+    for fn in DETECTORS.values():
+        fn("warm up the models")
+        for text in warm.values():
+            fn(text)
     results: dict[str, dict[str, Result]] = defaultdict(dict)
     with Progress(console=console, transient=True) as progress:
         for det_name, fn in DETECTORS.items():

@@ -240,6 +240,7 @@ def _pair_checked(text: str, found: Detection) -> Detection:
 _CYRILLIC_SCHWA = str.maketrans("әӘ", "əƏ")
 _CP1254_AS_1252 = str.maketrans("ýþðÝÞÐ", "ışğİŞĞ")
 _CP1252_SLIP = re.compile("[ýÝ]")
+_LETTER = re.compile(r"[^\W\d_]")
 _MARKED_LATIN = re.compile("[\u00c0-\u024f\u1e00-\u1eff]")
 _TURKISH_IN_1252 = frozenset("çöüâîûÇÖÜÂÎÛýþðÝÞÐ")
 
@@ -260,7 +261,7 @@ def detect(text: str) -> Detection:
 
 
 def _detect_flat(flat: str) -> Detection:
-    letters = sum(1 for ch in flat if ch.isalpha())
+    letters = len(_LETTER.findall(flat))  # in C: the Python loop over every character was 15 % of detect()
     # The script is only asked about on the few texts this short (it reads every letter).
     if letters < MIN_LETTERS and (letters < MIN_LETTERS_IDEOGRAPHIC or script_of(flat) not in _IDEOGRAPHIC):
         return Detection("und", 0.0)
