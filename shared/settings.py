@@ -53,6 +53,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "bytes of the failed input kept in a dead letter (its size, hash and offset are always kept)"),
     EnvVar("NEWSWATCH_UNKNOWN_ERROR_ATTEMPTS", "3",
            "attempts at an input that raises an unexpected exception before it is dead-lettered"),
+    EnvVar("NEWSWATCH_FETCH_WAIT_MS", "100",
+           "longest wait of a consumer's fetch for new data (the embedded broker always waits this long)"),
     EnvVar("NEWSWATCH_IN_FLIGHT", "32",
            "inputs a stage processes ahead while the broker acknowledges earlier outputs (1: one at a time)"),
     EnvVar("NEWSWATCH_RETRY_CAP_SECONDS", "30", "longest wait between two retries of a transient failure"),
@@ -134,6 +136,7 @@ class Settings:
     max_message_bytes: int
     dead_letter_payload_bytes: int
     unknown_error_attempts: int
+    fetch_wait_ms: int
     in_flight: int
     retry_cap_seconds: float
     sources: str
@@ -188,6 +191,8 @@ class Settings:
                                  "NEWSWATCH_KAFKA_SASL_USERNAME and NEWSWATCH_KAFKA_SASL_PASSWORD")
         if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
             raise ValueError("NEWSWATCH_KAFKA_SSL_KEYFILE is set without NEWSWATCH_KAFKA_SSL_CERTFILE")
+        if not 1 <= self.fetch_wait_ms <= 60000:
+            raise ValueError(f"NEWSWATCH_FETCH_WAIT_MS={self.fetch_wait_ms}: must be 1 to 60000")
         if self.in_flight < 1:
             raise ValueError(f"NEWSWATCH_IN_FLIGHT={self.in_flight}: must be 1 or more")
         if self.stall_seconds <= 0:

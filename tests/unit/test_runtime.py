@@ -474,3 +474,17 @@ def test_the_pipeline_declaration_is_consistent() -> None:
     for svc in pipeline.SERVICES:
         for stage in svc.stages:
             assert DEAD_LETTER not in stage.outputs  # the runtime's, not a stage's
+
+
+def test_faust_consumers_wait_for_data_as_long_as_the_setting_says(runtime_env: Settings) -> None:
+    """faust hard-codes a 1,500 ms fetch wait, which tansu always waits out: every hop took up to 1.5 s."""
+    from shared.runtime import make_app
+
+    settings = dataclasses.replace(runtime_env, fetch_wait_ms=123)
+
+    async def go() -> int:
+        app = make_app(pipeline.service("clean"), settings)
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)  # type: ignore[attr-defined]
+        return int(consumer._fetch_max_wait_ms)
+
+    assert asyncio.run(go()) == 123
