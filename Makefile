@@ -34,11 +34,12 @@ bench: install-dev
 	$(PY) bench/entities.py
 	$(PY) bench/fetch.py
 	$(PY) bench/rules.py
-	$(PY) bench/pipeline.py
+	$(PY) bench/pipeline.py --replicas clean=2,entities=2
 
-## bench-pipeline: the whole pipeline end to end (articles/s, feed-to-alert latency, CPU per article and service)
+## bench-pipeline: the whole pipeline end to end (articles/s, feed-to-alert latency, CPU per article and service),
+## with two replicas of clean and of entities sharing their partitions (ARGS="--replicas clean=1" for one)
 bench-pipeline: install-dev
-	$(PY) bench/pipeline.py
+	$(PY) bench/pipeline.py --replicas clean=2,entities=2 $(ARGS)
 
 ## bench-fetch: feed polls per second on one core against 5,000 simulated feeds on 500 hosts
 bench-fetch: install-dev

@@ -213,8 +213,9 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def progress(ports: dict[str, int]) -> tuple[int, int, int]:
     """(pages fetched, articles the alert stage consumed, inputs dead-lettered by any stage)."""
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for port in ports.values():
-        samples.update(scrape(port))
+    for port in ports.values():  # replicas of a service export the same series: they add up
+        for key, value in scrape(port).items():
+            samples[key] = samples.get(key, 0.0) + value
 
     def total(name: str, **labels: str) -> int:
         return int(sum(v for (n, ls), v in samples.items()
@@ -296,13 +297,15 @@ class LoadResult:
 
 
 async def run_load(name: str, pages: list[bytes], rate: float | None, hosts: int, workdir: Path,
-                   timeout: float) -> LoadResult:
-    """One load on a fresh broker, Redis and services: ``rate`` None = every page at once."""
+                   timeout: float, replicas: dict[str, int] | None = None) -> LoadResult:
+    """One load on a fresh broker, Redis and services: ``rate`` None = every page at once. ``replicas``:
+    processes per service (default 1), sharing the service's consumer group and so its partitions."""
+    counts = {decl.name: (replicas or {}).get(decl.name, 1) for decl in pipeline.SERVICES}
     workdir.mkdir(parents=True, exist_ok=True)
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
     broker_port, redis_port, site_port = local.free_port(), local.free_port(), local.free_port()
-    metrics_base = local.free_port_block(len(pipeline.SERVICES))
+    metrics_base = local.free_port_block(sum(counts.values()))
     server = NewsServer(site_port, hosts)
     warm = server.add(warmup_pages(), "warm")
     measured = server.add(pages, "page")
@@ -328,13 +331,15 @@ async def run_load(name: str, pages: list[bytes], rate: float | None, hosts: int
         })
         settings = Settings.from_env(env)
         create_topics(settings)
-        ports = {}
-        for offset, decl in enumerate(pipeline.SERVICES):
-            ports[decl.name] = metrics_base + offset
-            proc = local.start_service(decl.name, {**env, "NEWSWATCH_METRICS_PORT": str(ports[decl.name])},
-                                       logs / f"{decl.name}.log")
-            procs[decl.name] = proc
-            children.append(proc)
+        ports: dict[str, int] = {}
+        for decl in pipeline.SERVICES:
+            for replica in range(counts[decl.name]):
+                key = decl.name if replica == 0 else f"{decl.name}#{replica + 1}"
+                ports[key] = metrics_base + len(ports)
+                proc = local.start_service(decl.name, {**env, "NEWSWATCH_METRICS_PORT": str(ports[key])},
+                                           logs / f"{key}.log")
+                procs[key] = proc
+                children.append(proc)
 
         async def wait_consumed(count: int, what: str, deadline: float) -> float:
             """Until ``count`` pages are fetched and each has reached the alert stage or a dead letter."""
@@ -381,7 +386,11 @@ async def run_load(name: str, pages: list[bytes], rate: float | None, hosts: int
         # the last alert's broker timestamp is a closer end than the progress polling's (once a second)
         if started < last_alert < finished:
             finished = last_alert
-        cpu_ms = {n: (cpu_after[n] - cpu_before[n]) * 1000 / max(1, consumed) for n in pids}
+        cpu_ms: dict[str, float] = {}
+        for proc_name in pids:  # replicas of a service add up
+            service = proc_name.split("#")[0]
+            cpu_ms[service] = cpu_ms.get(service, 0.0) + \
+                (cpu_after[proc_name] - cpu_before[proc_name]) * 1000 / max(1, consumed)
         handling_after = handling(ports)
         handling_ms = {stage: (after[0] - handling_before.get(stage, (0, 0))[0]) * 1000
                        / max(1, after[1] - handling_before.get(stage, (0, 0))[1])
@@ -399,10 +408,16 @@ def main() -> int:
     parser.add_argument("--half-rate", type=float, default=None,
                         help="articles/s offered at half load (default: half the full-load rate)")
     parser.add_argument("--only", choices=("full", "half"), default=None)
+    parser.add_argument("--replicas", default="", metavar="SERVICE=N,…",
+                        help="processes of a service sharing its partitions, e.g. clean=2")
     parser.add_argument("--keep", type=Path, default=None, help="keep logs and Redis data in this folder")
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
     pages, source = load_pages(args.pages)
+    replicas = {name: int(n) for name, n in (item.split("=") for item in args.replicas.split(",") if item)}
+    unknown = set(replicas) - set(pipeline.SERVICE_NAMES)
+    if unknown:
+        parser.error(f"--replicas: no service {', '.join(sorted(unknown))}")
     console.print(f"[bold]pipeline benchmark[/bold]: {source}, {args.hosts} hosts, all five stages, NER on "
                   f"({Settings.from_env({}).ner_languages or 'off'})")
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="newswatch-bench-"))
@@ -411,22 +426,23 @@ def main() -> int:
         full = None
         if args.only in (None, "full"):
             console.print(f"full load: {len(pages)} pages appear at once …")
-            full = asyncio.run(run_load("full", pages, None, args.hosts, workdir / "full", args.timeout))
+            full = asyncio.run(run_load("full", pages, None, args.hosts, workdir / "full", args.timeout, replicas))
             results.append(full)
         if args.only in (None, "half"):
             rate = args.half_rate or (full.rate / 2 if full else TARGET_RATE / 2)
             console.print(f"half load: {len(pages)} pages appear at {rate:.1f}/s …")
             results.append(asyncio.run(run_load("half", pages, rate, args.hosts, workdir / "half",
-                                                 args.timeout + len(pages) / rate)))
+                                                 args.timeout + len(pages) / rate, replicas)))
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    show(results)
+    show(results, replicas)
     return 0
 
 
-def show(results: list[LoadResult]) -> None:
-    table = Table(title="End to end: fetch → clean → langdetect → entities → alert (embedded broker, NER on)")
+def show(results: list[LoadResult], replicas: dict[str, int]) -> None:
+    extra = "".join(f", {name} ×{n}" for name, n in replicas.items() if n > 1)
+    table = Table(title=f"End to end: fetch → clean → langdetect → entities → alert (embedded broker, NER on{extra})")
     table.add_column("load")
     table.add_column("articles", justify="right")
     table.add_column("articles/s", justify="right")
