@@ -8,8 +8,13 @@ user's subscriber would.
 Supervision: a service that exits is started again; if the broker dies, the services are
 stopped, the broker restarted, the topics created again and the services started again (in
 that order: tansu accepts writes to topics it lost, so nothing may write before the topics
-exist). Ctrl-C drains: fetch stops first, then the runner waits (at most ``--drain-seconds``)
-until every stage has consumed everything before it, then stops the rest.
+exist). The runner is the alert topic's subscriber here and notes every alert it has shown in Redis
+(``nw:alert:shown:<alert id>``); an alert the broker acknowledged but that was never shown went down
+with the in-memory broker, so before the services start (at start-up, and after a broker restart)
+such alerts are re-armed (``rearm_lost_alerts``) and their pages fetched again.
+
+Ctrl-C drains: fetch stops first, then the runner waits (at most ``--drain-seconds``) until every
+stage has consumed everything before it, then stops the rest.
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.text import Text
 
 from newswatch import local
-from shared import events, kafka_clients, pipeline
+from shared import events, kafka_clients, pipeline, redis_store
 from shared.settings import Settings
 from shared.topics import ALERTS, consumer_lag, create_topics
 
@@ -59,6 +65,7 @@ async def tail_alerts(settings: Settings, on_alert: Callable[[events.Alert], Non
     consumer = AIOKafkaConsumer(
         ALERTS.name(settings.topic_prefix), **kafka_clients.client_config(settings), group_id=None,
         auto_offset_reset="earliest", enable_auto_commit=False, client_id=f"{settings.topic_prefix}-tail",
+        fetch_max_wait_ms=settings.fetch_wait_ms,  # an alert is shown as soon as it is on the broker
     )
     await consumer.start()
     try:
@@ -72,6 +79,37 @@ async def tail_alerts(settings: Settings, on_alert: Callable[[events.Alert], Non
                         Console(stderr=True).print(f"[red]unreadable alert at offset {record.offset}: {exc}")
     finally:
         await consumer.stop()
+
+
+def rearm_lost_alerts(client: redis.Redis, shown: set[str]) -> list[str]:
+    """Re-arm the alerts that the broker acknowledged but that were never shown; returns their ids.
+
+    Call it only while no alert stage runs and the broker holds none of the alerts sent before
+    (the embedded broker just started, empty). For each such alert its once-key is removed and its
+    article's URL, if done, is forgotten, so that fetch takes the page again while its feed lists
+    it and the alert stage publishes that alert, and only that one, again: the alerts already shown
+    keep their once-keys. An alert is shown when its id is in ``shown`` or its
+    ``nw:alert:shown:`` key is set."""
+    rearmed: list[str] = []
+    prefix = redis_store.ALERT_SENT_PREFIX
+    for raw_key in client.scan_iter(match=prefix + "*", count=500):
+        key = redis_store.as_str(raw_key)
+        alert_id = key[len(prefix):]
+        if alert_id in shown or client.exists(redis_store.alert_shown_key(alert_id)):
+            continue
+        article = client.get(key)
+        article_id = redis_store.as_str(article) if article is not None else ""
+        if article_id in ("", "1"):  # a key written before the value named the article: its claim does
+            claim = client.get(redis_store.alert_claim_key(alert_id))
+            article_id = redis_store.as_str(claim) if claim is not None else ""
+        client.delete(key)
+        if article_id:
+            url_key = redis_store.url_key(article_id)
+            state = client.get(url_key)
+            if state is not None and redis_store.as_str(state) == redis_store.URL_DONE:
+                client.delete(url_key)
+        rearmed.append(alert_id)
+    return rearmed
 
 
 def format_alert(alert: events.Alert, elapsed: float | None = None) -> Text:
@@ -115,6 +153,39 @@ class Supervisor:
         self.env: dict[str, str] = {}
         self.settings: Settings | None = None
         self.restarts: dict[str, list[float]] = {}
+        self.shown: set[str] = set()  # ids of the alerts shown by this run (also in Redis, for later runs)
+        self.rearmed: set[str] = set()
+        self.store: redis.Redis | None = None
+
+    def connect_store(self) -> None:
+        assert self.settings is not None
+        self.store = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+
+    def note_shown(self, alert: events.Alert) -> None:
+        """Remember that the alert reached the user (see ``rearm_lost_alerts``)."""
+        assert self.settings is not None and self.store is not None
+        self.shown.add(alert.id)
+        ttl = self.settings.dedup_ttl_days * 86400
+        try:
+            self.store.set(redis_store.alert_shown_key(alert.id), "1", ex=ttl)
+            if alert.id in self.rearmed:
+                # re-armed, then read after all from the dead broker's last fetch: not to be sent again
+                self.rearmed.discard(alert.id)
+                self.store.set(redis_store.alert_sent_key(alert.id), alert.article_id, ex=ttl)
+        except redis.RedisError as exc:  # kept in memory for this run; a later run may show it again
+            self.status(f"[yellow]could not note alert {alert.id} as shown in Redis: {exc}")
+
+    def rearm_lost_alerts(self) -> None:
+        assert self.store is not None
+        try:
+            rearmed = rearm_lost_alerts(self.store, self.shown)
+        except redis.RedisError as exc:
+            self.status(f"[yellow]could not look for alerts lost with the broker: {exc}")
+            return
+        self.rearmed.update(rearmed)
+        if rearmed:
+            self.status(f"[yellow]{len(rearmed)} alerts the broker held but had not been shown are re-armed: "
+                        "their pages are fetched again while their feeds list them")
 
     def start_broker(self) -> None:
         self.broker = local.start_broker(self.opts.broker_port, self.logs / "broker.log")
@@ -153,6 +224,7 @@ class Supervisor:
         self.status(f"[bold red]the broker died (exit code {code}); everything it held is gone. Stopping the "
                     "services, restarting the broker, creating the topics again, restarting the services …")
         self.stop_services(grace=5.0)
+        self.rearm_lost_alerts()
         self.start_broker()
         created = create_topics(self.settings)
         self.start_services()
@@ -254,6 +326,8 @@ def run_pipeline(opts: RunOptions) -> int:
             env.setdefault("NEWSWATCH_HOST_DELAY_SECONDS", "0.2")
         sup.env = env
         settings = sup.settings = Settings.from_env(env)
+        sup.connect_store()
+        sup.rearm_lost_alerts()  # the broker just started empty: what an earlier run sent but never showed
         created = create_topics(settings)
         status(f"topics ready ({len(created)} created, prefix {settings.topic_prefix!r})")
 
@@ -298,6 +372,7 @@ async def _watch(settings: Settings, opts: RunOptions, sup: Supervisor, console:
         if first_at is None:
             first_at = elapsed
         console.print(format_alert(alert, elapsed))
+        sup.note_shown(alert)
         if opts.alerts_jsonl is not None:
             with opts.alerts_jsonl.open("ab") as out:
                 out.write(events.encode(alert) + b"\n")

@@ -9,6 +9,12 @@ service's private keys are documented beside its code (``services/clean/dedup.py
   the tagged article and its alerts are on the broker. A URL is fetched only while it is neither,
   so a page lost on the way (a broker that died with it) is fetched again while its feed still
   lists it, and a finished one never is.
+- ``nw:alert:fired:<alert id>``: the article that claimed a (rule, story) alert (the alert stage).
+- ``nw:alert:sent:<alert id>``: the alert is on the broker (the runtime's once-key); its value is the
+  article that made it.
+- ``nw:alert:shown:<alert id>``: the local runner, the alert topic's subscriber in the embedded
+  setup, has shown the alert. After a loss of the in-memory broker, an alert sent but not shown
+  went down with it: the runner re-arms it (``newswatch.runner.rearm_lost_alerts``).
 """
 
 from __future__ import annotations
@@ -48,6 +54,21 @@ def as_bytes(value: object) -> bytes:
 
 URL_INFLIGHT = "inflight"
 URL_DONE = "done"
+
+
+def alert_claim_key(alert_id: str) -> str:
+    return f"nw:alert:fired:{alert_id}"
+
+
+def alert_sent_key(alert_id: str) -> str:
+    return f"nw:alert:sent:{alert_id}"
+
+
+def alert_shown_key(alert_id: str) -> str:
+    return f"nw:alert:shown:{alert_id}"
+
+
+ALERT_SENT_PREFIX = alert_sent_key("")
 
 
 def url_key(article_id: str) -> str:

@@ -80,17 +80,19 @@ class Emit:
     """One output: an event for a topic, under a key.
 
     ``once_key``: a Redis key; the output is published only if the key is not set, and the key is
-    set once the broker has acknowledged it (an alert per rule and story). ``after``: a coroutine
-    run once every output of the input is acknowledged (e.g. mark a URL done)."""
+    set (to ``once_value``: what made it, e.g. the article id) once the broker has acknowledged it
+    (an alert per rule and story). ``after``: a coroutine run once every output of the input is
+    acknowledged (e.g. mark a URL done)."""
 
-    __slots__ = ("after", "event", "key", "once_key", "topic")
+    __slots__ = ("after", "event", "key", "once_key", "once_value", "topic")
 
     def __init__(self, topic: TopicSpec, key: str, event: events.Event, *, once_key: str = "",
-                 after: Callable[[], Awaitable[None]] | None = None) -> None:
+                 once_value: str = "1", after: Callable[[], Awaitable[None]] | None = None) -> None:
         self.topic = topic
         self.key = key
         self.event = event
         self.once_key = once_key
+        self.once_value = once_value
         self.after = after
 
 
@@ -182,7 +184,7 @@ class Outlet:
                     await ack
             for out, _ in sent:
                 if out.once_key:
-                    await self.redis.set(out.once_key, "1", ex=self.settings.dedup_ttl_days * 86400)
+                    await self.redis.set(out.once_key, out.once_value, ex=self.settings.dedup_ttl_days * 86400)
         finally:
             self._release(sent)
         for out, _ in sent:

@@ -3,8 +3,8 @@
 Redis keys (all expire after ``NEWSWATCH_DEDUP_TTL_DAYS``):
 - ``nw:alert:fired:<rule>:<story>``: the article that claimed the (rule, story) alert (SET NX): every
   other copy of the story stays silent;
-- ``nw:alert:sent:<rule>:<story>``: the alert is on the broker (the runtime's once-key): a
-  redelivered input does not publish it again;
+- ``nw:alert:sent:<rule>:<story>``: the alert is on the broker (the runtime's once-key, holding the
+  article id): a redelivered input does not publish it again;
 - ``nw:alert:delivered:<alert>:<url hash>``: a webhook delivery, ``pending:…`` then ``done``.
 """
 
@@ -92,7 +92,7 @@ class AlertStage:
             alert = make_alert(match, tagged)
             # The first article of the story to match claims the (rule, story); only that article's
             # input publishes, and only once (the once-key), however often it is redelivered.
-            fired = f"nw:alert:fired:{alert.rule_id}:{alert.story_id}"
+            fired = redis_store.alert_claim_key(alert.id)
             holder = await self.redis.set(fired, tagged.id, nx=True, ex=ttl, get=True)
             if holder is not None and redis_store.as_str(holder) != tagged.id:
                 metrics.ALERTS_SUPPRESSED.labels(alert.rule_id).inc()
@@ -102,7 +102,7 @@ class AlertStage:
                 continue
             # counted in newswatch_alerts_total by the runtime, once the broker has it
             out.append(Emit(ALERTS, alert.rule_id, alert,
-                            once_key=f"nw:alert:sent:{alert.rule_id}:{alert.story_id}"))
+                            once_key=redis_store.alert_sent_key(alert.id), once_value=tagged.id))
         out.extend(await self.spikes.observe([m for m in matches if m.rule.spike is not None], tagged))
 
         async def done() -> None:

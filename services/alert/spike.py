@@ -84,5 +84,6 @@ class Spikes:
                 snippet=f"{window.count} articles from {len(window.sources)} sources in "
                         f"{spike.window_minutes:g} minutes",
             )
-            out.append(Emit(ALERTS, rule.id, alert, once_key=f"nw:alert:sent:{alert.id}"))
+            out.append(Emit(ALERTS, rule.id, alert, once_key=redis_store.alert_sent_key(alert.id),
+                            once_value=article.id))
         return out

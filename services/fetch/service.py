@@ -261,6 +261,7 @@ class FetchStage:
         self.outlet: Publisher | None = None
         self._docs: dict[str, _DocBackoff] = {}  # feed/sitemap URL → its backoff (in memory)
         self._last_outcome: dict[str, str] = {}  # feed/sitemap URL → outcome of its last GET
+        self._read_whole: set[str] = set()  # feeds/sitemaps this process has had a 2xx for
         self._changed: dict[str, bool] = {}  # feed/sitemap URL → whether its last 2xx listed something new
         self._deferred: dict[str, dict[Any, Any]] = {}  # feed URL → hash fields its poll writes at its end
         self._intervals: dict[str, float] = {}  # feed URL → its current poll interval (also in Redis)
@@ -330,6 +331,8 @@ class FetchStage:
         outcome: "ok" (2xx; the caller parses and counts), "unchanged" (304), "error", "backoff"."""
         outcome, response, cached = await self._get_doc_once(source, url, kind, cached)
         self._last_outcome[url] = outcome
+        if outcome == "ok":
+            self._read_whole.add(url)
         return outcome, response, cached
 
     async def _get_doc_once(self, source: Source, url: str, kind: str,
@@ -343,10 +346,14 @@ class FetchStage:
         if cached is None:
             cached = await self.redis.hgetall(doc_key(url))
         headers = {}
-        if _text(cached, "etag"):
-            headers["if-none-match"] = _text(cached, "etag")
-        if _text(cached, "last_modified"):
-            headers["if-modified-since"] = _text(cached, "last_modified")
+        # This process reads every feed and sitemap whole once before it asks conditionally: a 304
+        # would hide the items whose pages were lost while in flight (a broker that died with them, a
+        # run stopped before they were done), and those are fetched again only when listed.
+        if kind == "page" or url in self._read_whole:
+            if _text(cached, "etag"):
+                headers["if-none-match"] = _text(cached, "etag")
+            if _text(cached, "last_modified"):
+                headers["if-modified-since"] = _text(cached, "last_modified")
         try:
             response = await self.http.get(url, headers, reserved=reserved)
         except FetchError as exc:

@@ -125,6 +125,28 @@ def test_a_restarted_run_on_the_same_folder_alerts_nothing_twice(tmp_path: Path)
     fetch_log = (tmp_path / "logs" / "fetch.log").read_text()
     assert fetch_log.count('"stage started"') >= 2
 
+    # Two alerts the broker had acknowledged but the user never saw (the in-memory broker died with
+    # them): a run on an empty broker re-arms exactly those, and they arrive once.
+    lost = sorted(a.id for a in first.alerts())[:2]
+    port = local.free_port()
+    store = local.start_redis(port, tmp_path / "redis", tmp_path / "logs" / "redis-edit.log")  # the run's data
+    try:
+        client = redis.Redis(port=port)
+        assert client.delete(*(f"nw:alert:shown:{alert_id}" for alert_id in lost)) == 2
+        client.close()
+    finally:
+        local.stop([store])
+    third = Run(tmp_path, sites_port, "--until-alerts", "2", "--drain-seconds", "20")
+    try:
+        assert third.proc.wait(timeout=240) == 0, "\n".join(third.lines[-60:])
+    finally:
+        if third.proc.poll() is None:
+            third.interrupt()
+    third.reader.join(timeout=5)
+    print(f"restart drill: {len(lost)} alerts never shown, {len(third.alerts())} shown by the next run")
+    assert any("2 alerts the broker held but had not been shown are re-armed" in line for line in third.lines)
+    assert sorted(a.id for a in third.alerts()) == lost
+
 
 def test_a_broker_killed_mid_stream_is_restarted_and_nothing_is_lost_or_repeated(tmp_path: Path) -> None:
     # pace 1: the demo articles appear over ~40 s, so the kill falls while they flow
@@ -141,8 +163,10 @@ def test_a_broker_killed_mid_stream_is_restarted_and_nothing_is_lost_or_repeated
         alerts = run.alerts()
         keys = _alert_keys(alerts)
         duplicates = len(keys) - len(set(keys))
+        rearmed = [line for line in run.lines if "had not been shown are re-armed" in line]
         print(f"broker drill: {len(first)} alerts before the kill, {len(keys)} alerts in all, "
-              f"{duplicates} duplicates, all expected after {time.monotonic() - killed_at:.1f} s from the kill")
+              f"{duplicates} duplicates, all expected after {time.monotonic() - killed_at:.1f} s from the kill; "
+              f"re-armed: {rearmed[0].split(']', 1)[1].split(' alerts')[0].strip() if rearmed else 0}")
         assert duplicates == 0, Counter(keys).most_common(3)
         assert sorted(set(keys)) == sorted(EXPECTED_ALERTS)
         # every demo article (all still listed in the feeds) goes all the way: its URL becomes done

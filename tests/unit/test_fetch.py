@@ -339,6 +339,36 @@ def test_items_seen_again_are_counted_as_seen_not_taken_in(script: Script, fetch
     assert sample("newswatch_fetch_pages_total", source=source.id, outcome="published") == 3
 
 
+def test_a_restarted_fetch_reads_a_304_feed_whole_once_and_takes_a_lost_page_again(
+        script: Script, fetch_settings: Settings) -> None:
+    page, other = script.url("/lost.html"), script.url("/kept.html")
+    script.set("/feed.xml", Reply(200, rss(page, other), etag='"v1"'))  # 304 to If-None-Match "v1"
+    for path in ("/lost.html", "/kept.html"):
+        script.set(path, Reply(200, b"<html><body>ok</body></html>", {"Content-Type": "text/html"}))
+    source = Source(id="t-lost", feeds=(script.url("/feed.xml"),), poll_seconds=0.1)
+
+    async def go() -> None:
+        first = FetchStage(fetch_settings, [source], fast_policy())
+        outlet = FakeOutlet()
+        await run_until(first, outlet, lambda: len(outlet.sent) == 2 and len(script.hits("/feed.xml")) >= 3, 5.0)
+        assert [h.get("if-none-match") for h in script.headers_of("/feed.xml")][:3] == [None, '"v1"', '"v1"']
+        # the page of /kept.html went all the way; the one of /lost.html was lost with the broker and
+        # its in-flight mark expired
+        await redis_store.mark_url_done(first.redis, article_id(other), 3600)
+        await first.redis.delete(redis_store.url_key(article_id(page)))
+        await first.redis.aclose()
+        polls_before = len(script.hits("/feed.xml"))
+
+        second = FetchStage(fetch_settings, [source], fast_policy())
+        again = FakeOutlet()
+        await run_until(second, again, lambda: bool(again.sent), 5.0)
+        assert script.headers_of("/feed.xml")[polls_before].get("if-none-match") is None  # read whole once
+        assert [emit.key for _, emit in again.sent] == [article_id(page)]
+        assert len(script.hits("/kept.html")) == 1
+        await second.redis.aclose()
+    asyncio.run(go())
+
+
 def test_page_429_with_retry_after_is_published_after_it(script: Script, fetch_settings: Settings) -> None:
     page = script.url("/b.html")
     script.set("/feed.xml", Reply(200, rss(page)))
