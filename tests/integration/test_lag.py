@@ -58,9 +58,13 @@ def test_lag_per_partition_is_read_again_by_one_probe_and_exported(broker_port: 
     assert consumer_lag(settings, group, [pages, articles]) == {pages: 6, articles: 0}
 
     # the exporter of the clean service sets one gauge per partition, labelled by stage and topic suffix
+    exporter_probe = LagProbe(settings)
     exporter = metrics.LagExporter(pipeline.service("clean"), settings.topic_prefix, 60.0,
-                                   lambda topics: LagProbe(settings).read(group, topics))
-    assert exporter.once()
+                                   lambda topics: exporter_probe.read(group, topics))
+    try:
+        assert exporter.once()
+    finally:
+        exporter_probe.close()  # an open client would go on reconnecting to the broker after the tests
     got = {p: REGISTRY.get_sample_value("newswatch_consumer_lag_messages",
                                         {"stage": "clean", "topic": "raw-pages", "partition": str(p)})
            for p in range(3)}
