@@ -159,7 +159,7 @@ class Supervisor:
 
     def connect_store(self) -> None:
         assert self.settings is not None
-        self.store = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self.store = redis_store.connect_blocking(self.settings)
 
     def note_shown(self, alert: events.Alert) -> None:
         """Remember that the alert reached the user (see ``rearm_lost_alerts``)."""

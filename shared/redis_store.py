@@ -21,9 +21,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 from shared.settings import Settings
+
+
+def _options(settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {"decode_responses": False, "health_check_interval": 30, "socket_timeout": 10,
+                               "socket_connect_timeout": 5}
+    if settings.redis_password:
+        options["password"] = settings.redis_password  # a password in the URL wins over this one
+    return options
+
+
+def connect_blocking(settings: Settings) -> redis.Redis:
+    """The same connection as ``connect``, for code without an event loop (the local runner's)."""
+    return redis.Redis.from_url(settings.redis_url, **_options(settings))
 
 
 def connect(settings: Settings, max_connections: int | None = None) -> aioredis.Redis:
@@ -32,10 +46,7 @@ def connect(settings: Settings, max_connections: int | None = None) -> aioredis.
 
     With ``max_connections``, commands beyond that many at once wait for a connection (a blocking
     pool) instead of failing: for a process with thousands of concurrent tasks (fetch)."""
-    options: dict[str, Any] = {"decode_responses": False, "health_check_interval": 30, "socket_timeout": 10,
-                               "socket_connect_timeout": 5}
-    if settings.redis_password:
-        options["password"] = settings.redis_password  # a password in the URL wins over this one
+    options = _options(settings)
     if max_connections is None:
         return aioredis.Redis.from_url(settings.redis_url, **options)
     pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=max_connections, timeout=30,

@@ -222,6 +222,13 @@ def test_redis_password_from_the_setting_or_the_url(redis_with_password: int) ->
         asyncio.run(ping({"NEWSWATCH_REDIS_URL": url}))
     with pytest.raises(redis.AuthenticationError):
         asyncio.run(ping({"NEWSWATCH_REDIS_URL": url, "NEWSWATCH_REDIS_PASSWORD": "wrong"}))
+    # the runner's blocking client: the same settings
+    blocking = redis_store.connect_blocking(Settings.from_env({"NEWSWATCH_REDIS_URL": url,
+                                                                "NEWSWATCH_REDIS_PASSWORD": "r3dis pass"}))
+    assert blocking.ping()
+    blocking.close()
+    with pytest.raises(redis.AuthenticationError):
+        redis_store.connect_blocking(Settings.from_env({"NEWSWATCH_REDIS_URL": url})).ping()
 
 
 def test_settings_command_hides_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
