@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import random
 import shutil
 import signal
 import socket
@@ -47,17 +48,52 @@ class LocalError(RuntimeError):
     pass
 
 
-def free_port() -> int:
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel hands out to outgoing connections (Linux; the IANA range elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
+def _listening_candidates() -> list[int]:
+    """Ports for our listeners, in random order, outside the ephemeral range: a port the kernel picked
+    for ``bind(0)`` is one it may give any outgoing connection (a service's to Redis, say) before the
+    listener binds it (seen: entities, which binds its metrics port after loading its models, found
+    its port taken by a connection opened meanwhile)."""
+    low, high = _ephemeral_range()
+    ports = [p for p in range(10000, 65536) if not low <= p <= high]
+    random.SystemRandom().shuffle(ports)
+    return ports
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port free now, outside the ephemeral range (see ``_listening_candidates``)."""
+    for port in _listening_candidates()[:200]:
+        if _bindable(port):
+            return port
+    with socket.socket() as sock:  # every candidate tried was taken: any free port
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def free_port_block(count: int, tries: int = 50) -> int:
-    """The first of ``count`` consecutive ports that are all free now (for ``--metrics-base-port``)."""
+    """The first of ``count`` consecutive ports that are all free now (for ``--metrics-base-port``),
+    outside the ephemeral range."""
+    low, high = _ephemeral_range()
     for _ in range(tries):
         base = free_port()
-        if base + count >= 65536:
+        if base + count >= 65536 or any(low <= p <= high for p in range(base, base + count)):
             continue
         with contextlib.ExitStack() as held:
             try:

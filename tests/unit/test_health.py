@@ -174,3 +174,16 @@ def test_healthz_beside_metrics_and_the_health_command(served: tuple[Liveness, C
     assert code == 1 and out["problems"] == [f"port {port} is clean's, not alert's"]
     code, out = _health_cli("clean", "--port", str(local.free_port()))  # nothing listens
     assert code == 1 and "does not answer" in out["problems"][0]  # type: ignore[index]
+
+
+def test_local_listening_ports_are_free_and_outside_the_ephemeral_range() -> None:
+    # a port in the ephemeral range can be taken by any outgoing connection before its listener binds it
+    import socket
+
+    low, high = local._ephemeral_range()
+    ports = [local.free_port() for _ in range(20)]
+    base = local.free_port_block(5)
+    for port in [*ports, *range(base, base + 5)]:
+        assert not low <= port <= high, port
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # free
