@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -482,8 +481,9 @@ def show(results: list[LoadResult], replicas: dict[str, int]) -> None:
             verdict = "meets" if p99 <= TARGET_P99_HALF else "misses"
             console.print(f"half load: p99 {p99:.2f} s {verdict} the target of {TARGET_P99_HALF:.0f} s "
                           f"({len(r.latencies)} alerts)")
-    with contextlib.suppress(Exception):
-        console.print(f"[dim]median latency at half load {statistics.median(results[-1].latencies):.2f} s")
+    half = [r for r in results if r.name == "half" and r.latencies]
+    if half:
+        console.print(f"[dim]median latency at half load {statistics.median(half[0].latencies):.2f} s")
 
 
 if __name__ == "__main__":
