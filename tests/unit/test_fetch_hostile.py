@@ -492,8 +492,13 @@ def test_two_replicas_share_the_sources_and_the_host_spacing(server: Server, set
     polls = server.hits("/feed.xml")
     assert 5 <= len(polls) <= 12, polls  # one lease holder per 0.3 s, not two pollers
     starts = sorted(t for p, t in server.requests if p != "/robots.txt")
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.14, gaps  # the host delay holds across the two replicas
+    # The host delay holds across the two replicas: requests leave at least 0.15 s apart. The server
+    # sees them arrive, and a request held up on a busy machine arrives late (never early), so two
+    # arrivals can be closer than 0.15 s; but any 0.6 s holds at most 6 of them (the slots of 0.85 s,
+    # for up to 0.25 s of lateness), where two replicas spacing on their own would send up to 10.
+    busiest = max(sum(1 for t in starts if a <= t <= a + 0.6) for a in starts)
+    assert busiest <= 6, [round(b - a, 3) for a, b in itertools.pairwise(starts)]
+    assert (starts[-1] - starts[0]) / (len(starts) - 1) >= 0.14  # on average, the delay itself
 
 
 def test_page_retry_after_429_then_published(server: Server, settings: Settings) -> None:
