@@ -22,7 +22,7 @@ from newswatch import local
 from newswatch.demo.content import ARTICLES, EXPECTED_ALERTS, story_key
 from newswatch.demo.server import article_path
 from services.fetch.feeds import article_id
-from shared import events, pipeline
+from shared import events, pipeline, redis_store
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -81,6 +81,15 @@ class Run:
         line = next(line for line in reversed(self.lines) if line.startswith('{"alerts"'))
         return dict(json.loads(line))
 
+    def finish(self, timeout: float = 240) -> None:
+        """Wait for the run to end by itself, with exit code 0 (interrupted if it did not)."""
+        try:
+            assert self.proc.wait(timeout=timeout) == 0, "\n".join(self.lines[-60:])
+        finally:
+            if self.proc.poll() is None:
+                self.interrupt()
+        self.reader.join(timeout=5)
+
     def interrupt(self, timeout: float = 120) -> int:
         self.proc.send_signal(signal.SIGINT)
         code = self.proc.wait(timeout=timeout)
@@ -106,19 +115,13 @@ def _alive(pid: int) -> bool:
 def test_a_restarted_run_on_the_same_folder_alerts_nothing_twice(tmp_path: Path) -> None:
     sites_port = local.free_port()  # the same demo URLs both times
     first = Run(tmp_path, sites_port, "--until-alerts", str(len(EXPECTED_ALERTS)))
-    try:
-        assert first.proc.wait(timeout=240) == 0, "\n".join(first.lines[-60:])
-    finally:
-        if first.proc.poll() is None:
-            first.interrupt()
-    first.reader.join(timeout=5)
+    first.finish()
     keys = _alert_keys(first.alerts())
     assert sorted(keys) == sorted(EXPECTED_ALERTS) and len(keys) == len(set(keys))
     assert any("drained" in line for line in first.lines), "\n".join(first.lines[-30:])
 
     second = Run(tmp_path, sites_port, "--duration", "40")
-    assert second.proc.wait(timeout=240) == 0, "\n".join(second.lines[-60:])
-    second.reader.join(timeout=5)
+    second.finish()
     print(f"restart drill: first run {len(keys)} alerts, second run {second.summary()['alerts']} alerts")
     assert second.summary()["alerts"] == 0 and second.alerts() == []
     # the second run did see the feeds (it polled them), it just had nothing new to do
@@ -132,17 +135,12 @@ def test_a_restarted_run_on_the_same_folder_alerts_nothing_twice(tmp_path: Path)
     store = local.start_redis(port, tmp_path / "redis", tmp_path / "logs" / "redis-edit.log")  # the run's data
     try:
         client = redis.Redis(port=port)
-        assert client.delete(*(f"nw:alert:shown:{alert_id}" for alert_id in lost)) == 2
+        assert client.delete(*(redis_store.alert_shown_key(alert_id) for alert_id in lost)) == 2
         client.close()
     finally:
         local.stop([store])
     third = Run(tmp_path, sites_port, "--until-alerts", "2", "--drain-seconds", "20")
-    try:
-        assert third.proc.wait(timeout=240) == 0, "\n".join(third.lines[-60:])
-    finally:
-        if third.proc.poll() is None:
-            third.interrupt()
-    third.reader.join(timeout=5)
+    third.finish()
     print(f"restart drill: {len(lost)} alerts never shown, {len(third.alerts())} shown by the next run")
     assert any("2 alerts the broker held but had not been shown are re-armed" in line for line in third.lines)
     assert sorted(a.id for a in third.alerts()) == lost
