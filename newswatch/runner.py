@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.text import Text
 
 from newswatch import local
-from shared import events, kafka_clients, pipeline, redis_store
+from shared import events, kafka_clients, once, pipeline, redis_store
 from shared.settings import Settings
 from shared.topics import ALERTS, consumer_lag, create_topics
 
@@ -89,7 +89,7 @@ def rearm_lost_alerts(client: redis.Redis, shown: set[str]) -> list[str]:
     article's URL, if done, is forgotten, so that fetch takes the page again while its feed lists
     it and the alert stage publishes that alert, and only that one, again: the alerts already shown
     keep their once-keys. An alert is shown when its id is in ``shown`` or its
-    ``nw:alert:shown:`` key is set."""
+    ``nw:alert:shown:`` key is set. The topic offsets noted by ``shared.once`` are forgotten."""
     rearmed: list[str] = []
     prefix = redis_store.ALERT_SENT_PREFIX
     for raw_key in client.scan_iter(match=prefix + "*", count=500):
@@ -109,6 +109,10 @@ def rearm_lost_alerts(client: redis.Redis, shown: set[str]) -> list[str]:
             if state is not None and redis_store.as_str(state) == redis_store.URL_DONE:
                 client.delete(url_key)
         rearmed.append(alert_id)
+    # the offsets the publish-once protocol noted are the lost log's: a fresh topic starts again at 0
+    stale = list(client.scan_iter(match=once.OFFSETS_PREFIX + "*", count=500))
+    if stale:
+        client.delete(*stale)
     return rearmed
 
 

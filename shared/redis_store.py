@@ -12,6 +12,8 @@ service's private keys are documented beside its code (``services/clean/dedup.py
 - ``nw:alert:fired:<alert id>``: the article that claimed a (rule, story) alert (the alert stage).
 - ``nw:alert:sent:<alert id>``: the alert is on the broker (the runtime's once-key); its value is the
   article that made it.
+- ``nw:once:pending:<once-key>``, ``nw:once:offsets:<topic>``, ``nw:once:instance:<id>``: the runtime's
+  publish-once protocol (``shared.once``).
 - ``nw:alert:shown:<alert id>``: the local runner, the alert topic's subscriber in the embedded
   setup, has shown the alert. After a loss of the in-memory broker, an alert sent but not shown
   went down with it: the runner re-arms it (``newswatch.runner.rearm_lost_alerts``).

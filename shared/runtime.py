@@ -14,8 +14,9 @@ poller) has ``run(outlet, stop)`` and hands its outputs to the outlet. For both,
 - sends the outputs and waits for the broker's acknowledgement of each before the input is
   acknowledged: faust commits an offset only once its message is acked (streams run with manual
   acks, so an input interrupted by a crash, a cancel or a shutdown is never committed);
-- publishes an output that carries a ``once_key`` at most once per key: the key is checked before
-  the send and written after the acknowledgement (a crash between the two can repeat it once);
+- publishes an output that carries a ``once_key`` at most once per key, also across a crash
+  between the broker's acknowledgement and the Redis mark (``shared.once``: a pending entry, a
+  header on the record, and a look at the topic when the sender of a pending entry died);
 - caps dead letters: the payload is cut to ``NEWSWATCH_DEAD_LETTER_PAYLOAD_BYTES``, with its size,
   SHA-256 and the input's topic/partition/offset kept, so the whole input can be re-read;
 - runs CPU-heavy work off the event loop (``cpu()``), so heartbeats, commits and a service's
@@ -50,7 +51,7 @@ import faust
 import redis.asyncio as aioredis
 import uvloop
 
-from shared import events, kafka_clients, metrics, pipeline, redis_store
+from shared import events, kafka_clients, metrics, once, pipeline, redis_store
 from shared.failures import Kind, PoisonInput, classify, where
 from shared.health import Liveness
 from shared.logs import logging_config
@@ -112,9 +113,11 @@ class SourceStage(Protocol):
     async def run(self, outlet: Outlet, stop: asyncio.Event) -> None: ...
 
 
-# (topic name, key, value) → queues the message; returns None once the broker has acknowledged it, or
-# an awaitable that resolves on the acknowledgement (so that a stage can go on while the broker answers).
-Sender = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any] | None]]
+Headers = Sequence[tuple[str, bytes]]
+# (topic name, key, value, headers) → queues the message; returns None once the broker has acknowledged
+# it, or an awaitable that resolves on the acknowledgement, to the record's metadata (partition, offset),
+# so that a stage can go on while the broker answers.
+Sender = Callable[[str, bytes | None, bytes, Headers], Awaitable[Awaitable[Any] | None]]
 # What an input's sends wait on: (output, its acknowledgement or None when already acknowledged).
 Sent = list[tuple[Emit, Awaitable[Any] | None]]
 
@@ -122,7 +125,8 @@ Sent = list[tuple[Emit, Awaitable[Any] | None]]
 class Outlet:
     """Sends one stage's outputs: declared topics only, size-capped, once-keys honoured, acknowledged."""
 
-    def __init__(self, decl: StageDecl, send: Sender, redis: aioredis.Redis, settings: Settings) -> None:
+    def __init__(self, decl: StageDecl, send: Sender, redis: aioredis.Redis, settings: Settings,
+                 finder: once.Finder | None = None) -> None:
         self.decl = decl
         self.send = send
         self.redis = redis
@@ -130,6 +134,8 @@ class Outlet:
         self.prefix = settings.topic_prefix
         self._allowed = {t.suffix for t in decl.outputs}
         self._once_in_flight: set[str] = set()
+        self.ledger = once.OnceLedger(redis, finder or partial(once.topic_holds, settings),
+                                      settings.dedup_ttl_days * 86400)
         self.backoff = Backoff(initial=0.2, cap=settings.retry_cap_seconds)
 
     def encode(self, out: Emit) -> bytes:
@@ -153,22 +159,41 @@ class Outlet:
         """Queue every output with the producer without waiting for the broker (``confirm`` waits).
 
         An output whose once-key is set, or is held by an output still waiting for its
-        acknowledgement, is skipped: two copies of one story in flight at once alert once."""
+        acknowledgement, is skipped: two copies of one story in flight at once alert once. One whose
+        earlier send is unconfirmed is sent only if the topic does not hold it (``shared.once``)."""
         encoded = [(out, self.encode(out)) for out in outputs]  # all checked before anything is sent
         sent: Sent = []
         try:
             for out, value in encoded:
-                if out.once_key and (out.once_key in self._once_in_flight or await self.redis.exists(out.once_key)):
-                    metrics.ONCE_SKIPPED.labels(self.decl.name, out.topic.suffix).inc()
-                    continue
+                topic = out.topic.name(self.prefix)
+                headers: Headers = ()
                 if out.once_key:
-                    self._once_in_flight.add(out.once_key)
+                    if out.once_key in self._once_in_flight or not await self._take(out, topic):
+                        metrics.ONCE_SKIPPED.labels(self.decl.name, out.topic.suffix).inc()
+                        continue
+                    headers = ((once.HEADER, out.once_key.encode("utf-8")),)
                 sent.append((out, None))  # held before the send: a send that raises still releases it
-                sent[-1] = (out, await self.send(out.topic.name(self.prefix), out.key.encode("utf-8"), value))
+                try:
+                    sent[-1] = (out, await self.send(topic, out.key.encode("utf-8"), value, headers))
+                except Exception:
+                    if out.once_key:  # refused by the producer, never on its way: the entry is given back
+                        await self.ledger.release(out.once_key)
+                    raise
         except BaseException:
             self._release(sent)
             raise
         return sent
+
+    async def _take(self, out: Emit, topic: str) -> bool:
+        self._once_in_flight.add(out.once_key)  # before the first await: a second copy in flight is skipped
+        try:
+            taken = await self.ledger.take(out.once_key, out.once_value, topic)
+        except BaseException:
+            self._once_in_flight.discard(out.once_key)
+            raise
+        if not taken:
+            self._once_in_flight.discard(out.once_key)
+        return taken
 
     def _release(self, sent: Sent) -> None:
         for out, _ in sent:
@@ -179,12 +204,10 @@ class Outlet:
         """Wait for the acknowledgement of every output ``dispatch`` sent, then write the once-keys,
         count the outputs and run the ``after`` hooks. Raises what an acknowledgement raised."""
         try:
-            for _, ack in sent:
-                if ack is not None:
-                    await ack
-            for out, _ in sent:
+            records = [await ack if ack is not None else None for _, ack in sent]
+            for (out, _), record in zip(sent, records, strict=True):
                 if out.once_key:
-                    await self.redis.set(out.once_key, out.once_value, ex=self.settings.dedup_ttl_days * 86400)
+                    await self.ledger.mark(out.once_key, out.once_value, record)
         finally:
             self._release(sent)
         for out, _ in sent:
@@ -282,14 +305,15 @@ class StageRunner:
 
     ``handle`` returns only when the input may be acknowledged; it raises only CancelledError."""
 
-    def __init__(self, stage: Stage, send: Sender, redis: aioredis.Redis, settings: Settings) -> None:
+    def __init__(self, stage: Stage, send: Sender, redis: aioredis.Redis, settings: Settings,
+                 finder: once.Finder | None = None) -> None:
         if stage.decl.input is None:
             raise TypeError(f"stage {stage.decl.name} has no input topic: run it as a source stage")
         self.stage = stage
         self.name = stage.decl.name
         self.input: TopicSpec = stage.decl.input
         self.settings = settings
-        self.outlet = Outlet(stage.decl, send, redis, settings)
+        self.outlet = Outlet(stage.decl, send, redis, settings, finder)
         self.send = send
         self.backoff = Backoff(initial=0.2, cap=settings.retry_cap_seconds)
         self._started = False
@@ -395,7 +419,8 @@ class StageRunner:
         attempt = 0
         while True:  # the dead letter is this input's only output: it is sent before the input is acked
             try:
-                ack = await self.send(DEAD_LETTER.name(self.settings.topic_prefix), key[:1000] if key else key, body)
+                ack = await self.send(DEAD_LETTER.name(self.settings.topic_prefix), key[:1000] if key else key, body,
+                                      ())
                 if ack is not None:
                     await ack
                 break
@@ -531,9 +556,10 @@ class _Service:
             self._topics[name] = self.app.topic(name)
         return self._topics[name]
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+    async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> Awaitable[Any]:
         """Queue a message with the producer; the returned future resolves on the broker's acknowledgement."""
-        return cast(Awaitable[Any], await self._topic(topic).send(key=key, value=value))
+        return cast(Awaitable[Any], await self._topic(topic).send(key=key, value=value,
+                                                                    headers=list(headers) or None))
 
     def _add_consumer(self, stage: Stage) -> None:
         runner = StageRunner(stage, self.send, self.redis, self.settings)
@@ -622,8 +648,8 @@ async def _run_sources(decl: ServiceDecl, stages: Sequence[SourceStage], setting
                         stage=stages[0].decl.name if stages else "")
     redis = redis_store.connect(settings)
 
-    async def send(topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
-        return cast(Awaitable[Any], await producer.send(topic, value, key=key))
+    async def send(topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> Awaitable[Any]:
+        return cast(Awaitable[Any], await producer.send(topic, value, key=key, headers=list(headers) or None))
 
     async def one(stage: SourceStage) -> None:
         with live.watching(stage.decl.name):

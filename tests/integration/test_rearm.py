@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from newswatch.runner import rearm_lost_alerts
-from shared import redis_store
+from shared import once, redis_store
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +26,8 @@ def test_only_alerts_sent_and_never_shown_are_rearmed_and_their_pages_forgotten(
         client.set(redis_store.url_key(article), redis_store.URL_DONE)
     client.set(redis_store.url_key("art-e"), redis_store.URL_INFLIGHT)
 
+    client.hset(once.offsets_key("nw.alerts"), "0", "41")  # noted in the lost broker's log
+
     rearmed = rearm_lost_alerts(client, shown={"r1:b"})
 
     assert sorted(rearmed) == ["r2:c", "r2:d", "r3:e"]
@@ -35,4 +37,5 @@ def test_only_alerts_sent_and_never_shown_are_rearmed_and_their_pages_forgotten(
     assert client.exists(redis_store.url_key("art-c"), redis_store.url_key("art-d")) == 0
     assert client.get(redis_store.url_key("art-e")) == b"inflight"
     assert client.get(redis_store.alert_claim_key("r2:d")) == b"art-d"  # the same article claims it again
+    assert client.exists(once.offsets_key("nw.alerts")) == 0
     assert rearm_lost_alerts(client, shown={"r1:b"}) == []  # nothing left to re-arm

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import pytest
@@ -16,10 +17,10 @@ import redis.asyncio as aioredis
 from aiokafka import errors as kafka_errors
 from prometheus_client import REGISTRY
 
-from shared import events, metrics, pipeline
+from shared import events, metrics, once, pipeline
 from shared.failures import Kind, PoisonInput, TransientError, classify
 from shared.retry import Backoff, parse_retry_after
-from shared.runtime import Emit, StageRunner, cpu
+from shared.runtime import Emit, Headers, StageRunner, cpu
 from shared.settings import Settings
 from shared.topics import ALERTS, ARTICLES, DEAD_LETTER, LABELLED, RAW_PAGES, TAGGED
 
@@ -72,16 +73,20 @@ class FakeBroker:
     """A sender that fails on demand: ``failures`` holds exceptions raised by the next sends."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.sent: list[tuple[str, bytes | None, bytes, Headers]] = []
         self.failures: list[BaseException] = []
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> None:
         if self.failures:
             raise self.failures.pop(0)
-        self.sent.append((topic, key, value))
+        self.sent.append((topic, key, value, tuple(headers)))
 
     def on(self, suffix: str) -> list[bytes]:
-        return [v for t, _, v in self.sent if t.endswith("." + suffix)]
+        return [v for t, _, v, _ in self.sent if t.endswith("." + suffix)]
+
+    async def holds(self, topic: str, since: Mapping[int, int], mark: bytes) -> bool:
+        """The finder of ``shared.once`` over what this broker has (one partition)."""
+        return any(t == topic and (once.HEADER, mark) in h for t, _, _, h in self.sent[since.get(0, 0):])
 
 
 class EchoStage:
@@ -366,8 +371,9 @@ class AckingBroker(FakeBroker):
         super().__init__()
         self.acks: list[asyncio.Future[None]] = []
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:  # type: ignore[override]
-        await super().send(topic, key, value)
+    async def send(self, topic: str, key: bytes | None, value: bytes,  # type: ignore[override]
+                   headers: Headers = ()) -> asyncio.Future[None]:
+        await super().send(topic, key, value, headers)
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.acks.append(ack)
         return ack
@@ -441,6 +447,111 @@ def test_two_alerts_of_one_story_in_flight_at_once_publish_once(runtime_env: Set
     asyncio.run(go())
     assert len(broker.on("articles-labelled")) == 1
 
+
+
+def _labelled_once(key: str) -> Emit:
+    labelled = events.LabelledArticle(id="a1", article=_article(),
+                                      language=events.Language(lang="fr", confidence=1.0, script="Latn"))
+    return Emit(LABELLED, "a1", labelled, once_key=key, once_value="a1")
+
+
+def _runner(stage: EchoStage, broker: FakeBroker, client: aioredis.Redis, settings: Settings,
+            instance: str) -> StageRunner:
+    runner = StageRunner(stage, broker.send, client, settings, finder=broker.holds)
+    runner.backoff = runner.outlet.backoff = Backoff(initial=0.001, cap=0.01)
+    runner.outlet.ledger.instance = instance
+    return runner
+
+
+def test_a_sender_killed_after_the_broker_took_its_output_does_not_make_it_twice(runtime_env: Settings) -> None:
+    """The crash window of a once-key: acknowledged by the broker, never marked in Redis. The next
+    delivery of the input finds the dead sender's pending entry, finds the record on the topic, marks
+    the key and sends nothing."""
+    stage, broker = EchoStage(), AckingBroker()
+    stage.outputs = [_labelled_once("nw:test:once:killed")]
+    topic = ARTICLES.name(runtime_env.topic_prefix)
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(runtime_env.redis_url)
+        first = _runner(stage, broker, client, runtime_env, "killed")
+        await first.begin(topic, 0, 1, b"a1", events.encode(_article()))  # sent; the process dies before the mark
+        assert await client.exists(once.pending_key("nw:test:once:killed")) == 1
+        await first.outlet.ledger.close()
+        await client.delete(once.instance_key("killed"))  # its heartbeat ran out
+        second = _runner(stage, broker, client, runtime_env, "restarted")
+        assert await second.handle(topic, 0, 1, b"a1", events.encode(_article())) == "ok"
+        assert await client.get("nw:test:once:killed") == b"a1"
+        assert await client.exists(once.pending_key("nw:test:once:killed")) == 0
+        await second.outlet.ledger.close()
+        await client.aclose()
+
+    asyncio.run(go())
+    assert len(broker.on("articles-labelled")) == 1
+    assert broker.sent[0][3] == ((once.HEADER, b"nw:test:once:killed"),)
+
+
+def test_a_sender_killed_before_the_broker_took_its_output_makes_it_once(runtime_env: Settings) -> None:
+    stage, broker = EchoStage(), FakeBroker()
+    stage.outputs = [_labelled_once("nw:test:once:lost")]
+    entry = json.dumps({"by": "killed", "since": {}, "value": "a1"})
+    redis.Redis.from_url(runtime_env.redis_url).set(once.pending_key("nw:test:once:lost"), entry)
+
+    async def go() -> str:
+        client = aioredis.Redis.from_url(runtime_env.redis_url)
+        runner = _runner(stage, broker, client, runtime_env, "restarted")
+        result = await runner.handle(ARTICLES.name(runtime_env.topic_prefix), 0, 1, b"a1", events.encode(_article()))
+        await runner.outlet.ledger.close()
+        await client.aclose()
+        return result
+
+    assert asyncio.run(go()) == "ok"
+    assert len(broker.on("articles-labelled")) == 1
+    assert redis.Redis.from_url(runtime_env.redis_url).get("nw:test:once:lost") == b"a1"
+
+
+def test_a_send_pending_with_a_running_sender_waits_for_it(runtime_env: Settings) -> None:
+    """Another replica still has the output on its way (a rebalance handed the input over): this one
+    neither sends nor skips before that send is settled."""
+    stage, broker = EchoStage(), FakeBroker()
+    out = _labelled_once("nw:test:once:busy")
+    sync = redis.Redis.from_url(runtime_env.redis_url)
+    sync.set(once.pending_key("nw:test:once:busy"), json.dumps({"by": "other", "since": {}, "value": "a1"}))
+    sync.set(once.instance_key("other"), "1", ex=30)
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(runtime_env.redis_url)
+        runner = _runner(stage, broker, client, runtime_env, "this")
+        with pytest.raises(TransientError, match="being published by other"):
+            await runner.outlet.dispatch([out])
+        sync.set("nw:test:once:busy", "a1")  # the other one got its acknowledgement
+        assert await runner.outlet.dispatch([out]) == []
+        await runner.outlet.ledger.close()
+        await client.aclose()
+
+    asyncio.run(go())
+    assert broker.sent == []
+    sync.delete(once.instance_key("other"))
+
+
+def test_a_failed_acknowledgement_is_settled_by_the_topic_not_by_a_second_send(runtime_env: Settings) -> None:
+    """The broker may have written an output whose acknowledgement failed: the retry looks first."""
+    stage, broker = EchoStage(), AckingBroker()
+    stage.outputs = [_labelled_once("nw:test:once:timeout")]
+    topic = ARTICLES.name(runtime_env.topic_prefix)
+
+    async def go() -> str:
+        client = aioredis.Redis.from_url(runtime_env.redis_url)
+        runner = _runner(stage, broker, client, runtime_env, "this")
+        handling = await runner.begin(topic, 0, 1, b"a1", events.encode(_article()))
+        broker.acks[0].set_exception(kafka_errors.RequestTimedOutError())
+        result = await runner.finish(handling)
+        await runner.outlet.ledger.close()
+        await client.aclose()
+        return result
+
+    assert asyncio.run(go()) == "ok"
+    assert len(broker.on("articles-labelled")) == 1 and stage.calls == 2
+    assert redis.Redis.from_url(runtime_env.redis_url).get("nw:test:once:timeout") == b"a1"
 
 def test_cpu_work_runs_off_the_event_loop() -> None:
     import threading
