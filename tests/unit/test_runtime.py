@@ -5,10 +5,11 @@ cap, undeclared outputs, outputs over the message cap, once-keys and after-hooks
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import pytest
@@ -455,12 +456,19 @@ def _labelled_once(key: str) -> Emit:
     return Emit(LABELLED, "a1", labelled, once_key=key, once_value="a1")
 
 
-def _runner(stage: EchoStage, broker: FakeBroker, client: aioredis.Redis, settings: Settings,
-            instance: str) -> StageRunner:
+@contextlib.asynccontextmanager
+async def _runner(stage: EchoStage, broker: FakeBroker, settings: Settings,
+                  instance: str) -> AsyncIterator[tuple[StageRunner, aioredis.Redis]]:
+    """A runner under its own instance id, whose topic lookups read ``broker``; and its Redis client."""
+    client = aioredis.Redis.from_url(settings.redis_url)
     runner = StageRunner(stage, broker.send, client, settings, finder=broker.holds)
     runner.backoff = runner.outlet.backoff = Backoff(initial=0.001, cap=0.01)
     runner.outlet.ledger.instance = instance
-    return runner
+    try:
+        yield runner, client
+    finally:
+        await runner.outlet.ledger.close()
+        await client.aclose()
 
 
 def test_a_sender_killed_after_the_broker_took_its_output_does_not_make_it_twice(runtime_env: Settings) -> None:
@@ -472,18 +480,14 @@ def test_a_sender_killed_after_the_broker_took_its_output_does_not_make_it_twice
     topic = ARTICLES.name(runtime_env.topic_prefix)
 
     async def go() -> None:
-        client = aioredis.Redis.from_url(runtime_env.redis_url)
-        first = _runner(stage, broker, client, runtime_env, "killed")
-        await first.begin(topic, 0, 1, b"a1", events.encode(_article()))  # sent; the process dies before the mark
-        assert await client.exists(once.pending_key("nw:test:once:killed")) == 1
-        await first.outlet.ledger.close()
-        await client.delete(once.instance_key("killed"))  # its heartbeat ran out
-        second = _runner(stage, broker, client, runtime_env, "restarted")
-        assert await second.handle(topic, 0, 1, b"a1", events.encode(_article())) == "ok"
-        assert await client.get("nw:test:once:killed") == b"a1"
-        assert await client.exists(once.pending_key("nw:test:once:killed")) == 0
-        await second.outlet.ledger.close()
-        await client.aclose()
+        async with _runner(stage, broker, runtime_env, "killed") as (first, client):
+            await first.begin(topic, 0, 1, b"a1", events.encode(_article()))  # sent; it dies before the mark
+            assert await client.exists(once.pending_key("nw:test:once:killed")) == 1
+        async with _runner(stage, broker, runtime_env, "restarted") as (second, client):
+            await client.delete(once.instance_key("killed"))  # the dead one's heartbeat ran out
+            assert await second.handle(topic, 0, 1, b"a1", events.encode(_article())) == "ok"
+            assert await client.get("nw:test:once:killed") == b"a1"
+            assert await client.exists(once.pending_key("nw:test:once:killed")) == 0
 
     asyncio.run(go())
     assert len(broker.on("articles-labelled")) == 1
@@ -497,12 +501,9 @@ def test_a_sender_killed_before_the_broker_took_its_output_makes_it_once(runtime
     redis.Redis.from_url(runtime_env.redis_url).set(once.pending_key("nw:test:once:lost"), entry)
 
     async def go() -> str:
-        client = aioredis.Redis.from_url(runtime_env.redis_url)
-        runner = _runner(stage, broker, client, runtime_env, "restarted")
-        result = await runner.handle(ARTICLES.name(runtime_env.topic_prefix), 0, 1, b"a1", events.encode(_article()))
-        await runner.outlet.ledger.close()
-        await client.aclose()
-        return result
+        async with _runner(stage, broker, runtime_env, "restarted") as (runner, _):
+            return await runner.handle(ARTICLES.name(runtime_env.topic_prefix), 0, 1, b"a1",
+                                       events.encode(_article()))
 
     assert asyncio.run(go()) == "ok"
     assert len(broker.on("articles-labelled")) == 1
@@ -519,14 +520,11 @@ def test_a_send_pending_with_a_running_sender_waits_for_it(runtime_env: Settings
     sync.set(once.instance_key("other"), "1", ex=30)
 
     async def go() -> None:
-        client = aioredis.Redis.from_url(runtime_env.redis_url)
-        runner = _runner(stage, broker, client, runtime_env, "this")
-        with pytest.raises(TransientError, match="being published by other"):
-            await runner.outlet.dispatch([out])
-        sync.set("nw:test:once:busy", "a1")  # the other one got its acknowledgement
-        assert await runner.outlet.dispatch([out]) == []
-        await runner.outlet.ledger.close()
-        await client.aclose()
+        async with _runner(stage, broker, runtime_env, "this") as (runner, _):
+            with pytest.raises(TransientError, match="being published by other"):
+                await runner.outlet.dispatch([out])
+            sync.set("nw:test:once:busy", "a1")  # the other one got its acknowledgement
+            assert await runner.outlet.dispatch([out]) == []
 
     asyncio.run(go())
     assert broker.sent == []
@@ -540,14 +538,10 @@ def test_a_failed_acknowledgement_is_settled_by_the_topic_not_by_a_second_send(r
     topic = ARTICLES.name(runtime_env.topic_prefix)
 
     async def go() -> str:
-        client = aioredis.Redis.from_url(runtime_env.redis_url)
-        runner = _runner(stage, broker, client, runtime_env, "this")
-        handling = await runner.begin(topic, 0, 1, b"a1", events.encode(_article()))
-        broker.acks[0].set_exception(kafka_errors.RequestTimedOutError())
-        result = await runner.finish(handling)
-        await runner.outlet.ledger.close()
-        await client.aclose()
-        return result
+        async with _runner(stage, broker, runtime_env, "this") as (runner, _):
+            handling = await runner.begin(topic, 0, 1, b"a1", events.encode(_article()))
+            broker.acks[0].set_exception(kafka_errors.RequestTimedOutError())
+            return await runner.finish(handling)
 
     assert asyncio.run(go()) == "ok"
     assert len(broker.on("articles-labelled")) == 1 and stage.calls == 2
