@@ -5,7 +5,8 @@ entities → alert), and feed-to-alert latency, on the embedded broker, with NER
   and English) when present, else generated demo articles (``newswatch.demo.generated``).
 - A local server (this process, raw asyncio HTTP/1.1 with keep-alive) publishes them as RSS feeds
   on ``--hosts`` loopback addresses (127.0.0.1, 127.0.0.2, …: distinct hosts for fetch's politeness),
-  and serves the pages. Items appear in the feeds by a schedule:
+  with an ETag and 304 Not Modified while a feed is unchanged (as news sites serve feeds), and serves
+  the pages. Items appear in the feeds by a schedule:
   *full load*: every page at once; *half load*: one by one at half the full-load rate.
 - Everything else is what ``newswatch run`` starts: tansu, redis-server (append-only), the five
   services as processes with their default settings (NER on for fr and ru), the demo rules plus a
@@ -143,16 +144,18 @@ class NewsServer:
             added.append(item)
         return added
 
-    def feed(self, host: int) -> bytes:
+    def feed(self, host: int) -> tuple[str, bytes]:
+        """(ETag, body) of a host's feed: the ETag changes whenever an item appears."""
         now = time.time()
         live = [i for i in self.items if i.host == host and i.visible_at <= now]
+        etag = f'"{host}-{len(live)}-{live[-1].path if live else ""}"'
         date = formatdate(now, usegmt=True)
         entries = "".join(
             f"<item><title>Page {escape(i.path)}</title><link>http://127.0.0.{host}:{self.port}{i.path}</link>"
             f"<guid>http://127.0.0.{host}:{self.port}{i.path}</guid><pubDate>{date}</pubDate></item>"
             for i in live[-400:])
-        return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>host {host}</title>'
-                f"<link>http://127.0.0.{host}:{self.port}/</link>{entries}</channel></rss>").encode()
+        return etag, (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>host {host}</title>'
+                      f"<link>http://127.0.0.{host}:{self.port}/</link>{entries}</channel></rss>").encode()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host = int(writer.get_extra_info("sockname")[0].rsplit(".", 1)[1])
@@ -161,14 +164,21 @@ class NewsServer:
                 head = await reader.readuntil(b"\r\n\r\n")
                 path = head.split(b" ", 2)[1].decode().split("?")[0]
                 self.requests += 1
+                extra = ""
                 if path == "/feed.xml":
-                    status, kind, body = "200 OK", "application/rss+xml; charset=utf-8", self.feed(host)
+                    # as news sites do: an ETag, and 304 Not Modified while the feed is unchanged
+                    etag, feed = self.feed(host)
+                    if _header(head, b"if-none-match") == etag:
+                        status, kind, body = "304 Not Modified", "application/rss+xml; charset=utf-8", b""
+                    else:
+                        status, kind, body = "200 OK", "application/rss+xml; charset=utf-8", feed
+                    extra = f"etag: {etag}\r\n"
                 elif (host, path) in self.pages:
                     status, kind, body = "200 OK", "text/html", self.pages[(host, path)]
                 else:
                     status, kind, body = "404 Not Found", "text/plain", b"not found"
                 writer.write(f"HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {len(body)}\r\n"
-                             f"\r\n".encode() + body)
+                             f"{extra}\r\n".encode() + body)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, asyncio.CancelledError):
             pass
@@ -185,6 +195,15 @@ class NewsServer:
             lines += [f"  - id: host{h}", f"    feeds: [http://127.0.0.{h}:{self.port}/feed.xml]",
                       f"    poll_seconds: {poll_seconds}"]
         return "\n".join(lines) + "\n"
+
+
+def _header(head: bytes, name: bytes) -> str:
+    """A request header's value ("" when absent); ``name`` in lower case."""
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name:
+            return value.strip().decode("latin-1")
+    return ""
 
 
 # --- measuring ------------------------------------------------------------------------------------------

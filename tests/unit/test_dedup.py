@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
+from datasketch import MinHash
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from newswatch.demo.content import ARTICLES
-from services.clean.dedup import StoryAssignment, StoryIndex, band_keys, content_hash, signature
+from services.clean.dedup import StoryAssignment, StoryIndex, band_keys, content_hash, normalised_words, signature
 from shared import redis_store
 from shared.settings import Settings
 
@@ -142,3 +147,16 @@ def test_band_member_ages_out_with_a_short_ttl(redis_port: int) -> None:
         return second
 
     assert asyncio.run(go()).kind == "new"
+
+
+@given(st.lists(st.sampled_from(["Moscow", "said", "the", "Karabakh", "ceasefire", "Путин", "وبوتين", "3", "a"]),
+                max_size=60).map(" ".join))
+@settings(max_examples=100, deadline=None)
+def test_signature_is_datasketchs_minhash(text: str) -> None:
+    """Signatures stay those of ``MinHash(num_perm=128, seed=1).update_batch`` (they are kept in Redis)."""
+    tokens = normalised_words(text)
+    shingles = [" ".join(tokens[i:i + 3]) for i in range(len(tokens) - 2)] if len(tokens) >= 3 \
+        else [" ".join(tokens)]
+    plain = MinHash(num_perm=128, seed=1)
+    plain.update_batch([s.encode("utf-8") for s in shingles])
+    assert signature(text).tolist() == plain.hashvalues.astype(np.uint32).tolist()

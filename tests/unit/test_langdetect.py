@@ -105,3 +105,17 @@ def test_the_direct_fasttext_call_gives_what_the_package_gives(text: str) -> Non
     ours = _fasttext_candidates(text, k=3)
     assert [lang for lang, _ in ours] == [r["lang"] for r in package]
     assert [score for _, score in ours] == pytest.approx([r["score"] for r in package], abs=1e-9)
+
+
+def test_a_long_documents_reference_is_read_on_paragraphs_spread_over_it() -> None:
+    from services.langdetect.detect import WHOLE_SAMPLE_CHARS, _sample, paragraphs
+
+    french = [f"Le paragraphe {n} rapporte les négociations entre Erevan et Bakou sur le corridor." for n in range(80)]
+    vietnamese = "Bộ Ngoại giao Việt Nam kêu gọi các bên kiềm chế và đối thoại hòa bình."
+    text = "\n".join([*french[:40], vietnamese, *french[40:]])
+    sample = _sample(text, paragraphs(text))
+    assert len(sample) <= WHOLE_SAMPLE_CHARS + 200 and "paragraphe 0 " in sample and "paragraphe 79 " in sample
+    assert _sample("Une phrase courte.", paragraphs("Une phrase courte.")) == "Une phrase courte."
+    found = detect_document(text)
+    assert found.lang == "fr"
+    assert [s.lang for s in found.segments] == ["fr", "vi", "fr"]  # the line the sample skipped is still read
