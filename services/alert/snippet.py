@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 
@@ -15,19 +16,24 @@ OPEN, CLOSE = "«", "»"
 def marked_snippet(text: str, terms: Sequence[q.Term], width: int = 280) -> str:
     """At most about ``width`` characters of ``text``, starting a little before the first matched term,
     each occurrence of a term (words as matched, on folded text) between « and »."""
-    folded, index = fold(text)
-    spans = [(m.start(), m.end()) for m in _WORD.finditer(folded)]
+    words = [t for t in terms if not t.title]
+    if not words:  # a rule of languages, entities or title terms only: nothing in the text to mark
+        return text[:width].strip()
     doc = q.Doc("", text)
-    if len(doc.words) != len(spans):  # cannot happen: both are \w+ runs of the folded text
+    found = [(p, len(term.words)) for term in words for p in q.naive_starts(doc, term)]
+    if not found:
+        return text[:width].strip()
+    folded, index = fold(text)
+    # the spans of the words up to the last one marked (a match is usually early in the text)
+    last = max(p + n for p, n in found)
+    spans = [(m.start(), m.end()) for m in itertools.islice(_WORD.finditer(folded), last)]
+    if len(spans) < last:  # cannot happen: both are \w+ runs of the folded text
         return text[:width]
     marks: list[tuple[int, int]] = []
-    for term in terms:
-        if term.title:
-            continue
-        for p in q.naive_starts(doc, term):
-            start = index[spans[p][0]]
-            end = index[spans[p + len(term.words) - 1][1] - 1] + 1
-            marks.append((start, end))
+    for p, n in found:
+        start = index[spans[p][0]]
+        end = index[spans[p + n - 1][1] - 1] + 1
+        marks.append((start, end))
     if not marks:
         return text[:width].strip()
     marks.sort()

@@ -57,6 +57,8 @@ def test_snippet_marks_the_matched_terms() -> None:
     assert marked_snippet(text, terms) == ("Hier, à Stepanakert. Un «CESSEZ-LE-FEU» a été signé au "
                                            "Haut-«Karabakh» après des «négociations».")
     assert marked_snippet("x " * 300 + "la trêve", [q.make_term("trêve")], 60).endswith("la «trêve»")
+    assert marked_snippet("  Un texte sans terme. ", []) == "Un texte sans terme."  # a rule of languages only
+    assert marked_snippet("Un texte.", [q.make_term("trêve")]) == "Un texte."  # no term in the text
 
 
 def test_alert_fields_and_cooldown(tmp_path: Path, redis_url: str) -> None:
