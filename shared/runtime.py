@@ -16,7 +16,8 @@ poller) has ``run(outlet, stop)`` and hands its outputs to the outlet. For both,
   acks, so an input interrupted by a crash, a cancel or a shutdown is never committed);
 - publishes an output that carries a ``once_key`` at most once per key, also across a crash
   between the broker's acknowledgement and the Redis mark (``shared.once``: a pending entry, a
-  header on the record, and a look at the topic when the sender of a pending entry died);
+  header on the record, and a look at the topic when the sender of a pending entry died), through a
+  producer that never sends a record again on its own (``OnceSender``);
 - caps dead letters: the payload is cut to ``NEWSWATCH_DEAD_LETTER_PAYLOAD_BYTES``, with its size,
   SHA-256 and the input's topic/partition/offset kept, so the whole input can be re-read;
 - runs CPU-heavy work off the event loop (``cpu()``), so heartbeats, commits and a service's
@@ -126,9 +127,10 @@ class Outlet:
     """Sends one stage's outputs: declared topics only, size-capped, once-keys honoured, acknowledged."""
 
     def __init__(self, decl: StageDecl, send: Sender, redis: aioredis.Redis, settings: Settings,
-                 finder: once.Finder | None = None) -> None:
+                 finder: once.Finder | None = None, once_send: Sender | None = None) -> None:
         self.decl = decl
         self.send = send
+        self.once_send = once_send or send  # outputs with a once-key (see OnceSender)
         self.redis = redis
         self.settings = settings
         self.prefix = settings.topic_prefix
@@ -174,7 +176,8 @@ class Outlet:
                     headers = ((once.HEADER, out.once_key.encode("utf-8")),)
                 sent.append((out, None))  # held before the send: a send that raises still releases it
                 try:
-                    sent[-1] = (out, await self.send(topic, out.key.encode("utf-8"), value, headers))
+                    send = self.once_send if out.once_key else self.send
+                    sent[-1] = (out, await send(topic, out.key.encode("utf-8"), value, headers))
                 except Exception:
                     if out.once_key:  # refused by the producer, never on its way: the entry is given back
                         await self.ledger.release(out.once_key)
@@ -306,14 +309,14 @@ class StageRunner:
     ``handle`` returns only when the input may be acknowledged; it raises only CancelledError."""
 
     def __init__(self, stage: Stage, send: Sender, redis: aioredis.Redis, settings: Settings,
-                 finder: once.Finder | None = None) -> None:
+                 finder: once.Finder | None = None, once_send: Sender | None = None) -> None:
         if stage.decl.input is None:
             raise TypeError(f"stage {stage.decl.name} has no input topic: run it as a source stage")
         self.stage = stage
         self.name = stage.decl.name
         self.input: TopicSpec = stage.decl.input
         self.settings = settings
-        self.outlet = Outlet(stage.decl, send, redis, settings, finder)
+        self.outlet = Outlet(stage.decl, send, redis, settings, finder, once_send)
         self.send = send
         self.backoff = Backoff(initial=0.2, cap=settings.retry_cap_seconds)
         self._started = False
@@ -435,6 +438,55 @@ class StageRunner:
         metrics.DEAD_LETTERED.labels(self.name, self.input.suffix).inc()
 
 
+class OnceSender:
+    """The producer of outputs with a once-key: one that never writes a record again on its own.
+
+    aiokafka (faust's producer) sends a batch again when its connection drops in the middle of the
+    request; without an idempotent producer (the embedded broker has none) the broker may then hold
+    the record twice, and a drill that cut every connection for 15 s found one alert twice. With
+    kafka-python and ``retries=0`` such a send fails instead, the runtime's failure policy retries
+    the input, and the once protocol (``shared.once``) looks at the topic before any second send.
+    kafka-python blocks: the producer is made and handed records on a thread; its acknowledgement
+    resolves an asyncio future."""
+
+    def __init__(self, settings: Settings, client_id: str) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self._producer: Any = None
+
+    def _make(self) -> Any:
+        from kafka import KafkaProducer
+
+        return KafkaProducer(**kafka_clients.client_config(self.settings), client_id=self.client_id, acks="all",
+                             retries=0, enable_idempotence=False, max_in_flight_requests_per_connection=1,
+                             request_timeout_ms=30000, max_block_ms=10000,
+                             max_request_size=self.settings.max_message_bytes + 65536)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers = ()) -> Awaitable[Any]:
+        if self._producer is None:
+            self._producer = await asyncio.to_thread(self._make)
+        loop = asyncio.get_running_loop()
+        acked: asyncio.Future[Any] = loop.create_future()
+
+        def settle(result: Any, exc: BaseException | None) -> None:
+            if acked.done():
+                return
+            if exc is not None:
+                acked.set_exception(exc)
+            else:
+                acked.set_result(result)
+
+        future = await asyncio.to_thread(self._producer.send, topic, value=value, key=key,
+                                         headers=[(name, data) for name, data in headers])
+        future.add_callback(lambda metadata: loop.call_soon_threadsafe(settle, metadata, None))
+        future.add_errback(lambda exc: loop.call_soon_threadsafe(settle, None, exc))
+        return acked
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+
+
 # --- faust wiring -----------------------------------------------------------------------------------
 
 
@@ -515,6 +567,7 @@ class _Service:
         self.liveness = liveness or new_liveness(decl, settings)
         self.app = make_app(decl, settings)
         self.redis = redis_store.connect(settings)
+        self.once_sender = OnceSender(settings, f"{decl.group_id(settings.topic_prefix)}-once")
         self._topics: dict[str, faust.types.TopicT] = {}
         inputs: dict[str, str] = {}  # consuming stage → its input topic
         for stage in stages:
@@ -562,7 +615,7 @@ class _Service:
                                                                     headers=list(headers) or None))
 
     def _add_consumer(self, stage: Stage) -> None:
-        runner = StageRunner(stage, self.send, self.redis, self.settings)
+        runner = StageRunner(stage, self.send, self.redis, self.settings, once_send=self.once_sender.send)
         source = self._topic(runner.input.name(self.settings.topic_prefix))
 
         liveness, name, in_flight = self.liveness, stage.decl.name, self.settings.in_flight
@@ -601,7 +654,7 @@ class _Service:
         self.app.agent(source, name=f"{stage.decl.name}-agent")(agent)
 
     def _add_source(self, stage: SourceStage) -> None:
-        outlet = Outlet(stage.decl, self.send, self.redis, self.settings)
+        outlet = Outlet(stage.decl, self.send, self.redis, self.settings, once_send=self.once_sender.send)
         stop = asyncio.Event()
 
         liveness = self.liveness

@@ -340,7 +340,8 @@ def flow_complete(collector: Collector, articles: Sequence[DemoArticle]) -> Call
 
 class Proxy:
     """A TCP proxy on 127.0.0.1 in a thread of its own: ``cut()`` drops every open connection and
-    stops listening (new connections are refused), ``restore()`` listens again."""
+    stops listening (new connections are refused), ``restore()`` listens again. While ``swallowing``
+    is set, what the broker answers is dropped (requests still reach it): a response lost on the way."""
 
     def __init__(self, listen_port: int, target_port: int) -> None:
         self.port = listen_port
@@ -349,6 +350,7 @@ class Proxy:
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
         self.connections = 0
+        self.swallowing = False
         self.thread = threading.Thread(target=self.loop.run_forever, name="drill-proxy", daemon=True)
         self.thread.start()
         self._call(self._listen())
@@ -368,9 +370,11 @@ class Proxy:
         self.connections += 1
         self.writers.update((writer, up_writer))
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, answers: bool = False) -> None:
             try:
                 while data := await src.read(1 << 16):
+                    if answers and self.swallowing:
+                        continue
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):
@@ -378,7 +382,7 @@ class Proxy:
             finally:
                 dst.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer, answers=True))
         self.writers.difference_update((writer, up_writer))
 
     async def _cut(self) -> int:

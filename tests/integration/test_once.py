@@ -1,6 +1,7 @@
 """Once-keys across the crash window, on the real broker and a real Redis: an output the broker took
 from a sender that died before marking it is found on the topic and not sent again; one it never
-took is sent once; offsets noted before the broker lost its log do not hide a record."""
+took is sent once; offsets noted before the broker lost its log do not hide a record; the producer
+of once-keyed outputs does not write a record again when its connection drops with the answer lost."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import Awaitable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from shared import events, kafka_clients, once, pipeline
+from shared.failures import Kind, classify
 from shared.runtime import Emit, Headers, Outlet
 from shared.settings import Settings
 from shared.topics import ALERTS, create_topics
@@ -135,3 +138,57 @@ def test_offsets_noted_before_a_broker_lost_its_log_do_not_hide_a_record(setting
                 await once.topic_holds(settings, topic, {}, b"nw:test:sent:r1:story-9"))
 
     assert asyncio.run(go()) == (True, True, False)
+
+
+def test_the_once_producer_does_not_write_a_record_again_when_the_answer_is_lost(tmp_path: Path) -> None:
+    """The broker writes the record, its answer is lost and the connection drops: aiokafka would send
+    the batch again (two records, no idempotent producer on the embedded broker); the runtime's
+    OnceSender fails the send instead, and the once protocol then finds the record on the topic."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from newswatch import local
+    from shared.runtime import OnceSender
+    from tests.integration.harness import Proxy
+
+    broker_port, proxy_port = local.free_port(), local.free_port()
+    broker = local.start_broker(broker_port, tmp_path / "broker.log", advertised_port=proxy_port)
+    proxy = Proxy(proxy_port, broker_port)
+    try:
+        settings = dataclasses.replace(Settings.from_env({}), kafka_bootstrap=f"127.0.0.1:{proxy_port}",
+                                       topic_prefix="lost", partitions=1)
+        create_topics(settings)
+        topic = ALERTS.name(settings.topic_prefix)
+
+        async def go() -> BaseException | None:
+            sender = OnceSender(settings, "once-test")
+            try:
+                await (await sender.send(topic, b"k", b"first", ()))
+                proxy.swallowing = True  # the next request reaches the broker; its answer does not come back
+                acked = await sender.send(topic, b"k", b"second", ((once.HEADER, b"nw:test:lost"),))
+                await asyncio.sleep(1.0)
+                proxy.cut()
+                proxy.swallowing = False
+                try:
+                    await asyncio.wait_for(acked, 20)
+                except Exception as exc:
+                    failure: BaseException | None = exc
+                else:
+                    failure = None
+                proxy.restore()
+                await asyncio.sleep(3.0)  # a producer that sends again on its own would do it now
+                return failure
+            finally:
+                await asyncio.to_thread(sender.close)
+
+        failure = asyncio.run(go())
+        assert failure is not None and classify(failure) is Kind.TRANSIENT, failure
+        consumer = KafkaConsumer(**kafka_clients.client_config(settings), group_id=None, enable_auto_commit=False,
+                                 auto_offset_reset="earliest", consumer_timeout_ms=3000)
+        consumer.assign([TopicPartition(topic, 0)])
+        values = [r.value for r in consumer]
+        consumer.close()
+        assert values == [b"first", b"second"]  # written once, though its answer was lost
+        assert asyncio.run(once.topic_holds(settings, topic, {}, b"nw:test:lost"))  # what the protocol then finds
+    finally:
+        proxy.close()
+        local.stop([broker])
