@@ -86,12 +86,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-_DROP = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 def pending_key(once_key: str) -> str:
@@ -133,8 +127,6 @@ class OnceLedger:
             self._mine[once_key] = detail
             return True
         held = detail
-        since = {str(p): int(o) for p, o in (await self._offsets(topic)).items()}
-        mine = json.dumps({"by": self.instance, "since": since, "value": value, "at": round(time.time(), 3)})
         entry = _entry(held)
         holder = str(entry.get("by", ""))
         if holder != self.instance and await self.redis.exists(instance_key(holder)):
@@ -145,6 +137,8 @@ class OnceLedger:
                      extra={"once_key": once_key, "topic": topic, "sender": holder})
             await self.mark(once_key, str(entry.get("value", value)), None)
             return False
+        since = {str(p): int(o) for p, o in (await self._offsets(topic)).items()}
+        mine = json.dumps({"by": self.instance, "since": since, "value": value, "at": round(time.time(), 3)})
         if not await self.redis.eval(_SWAP, 1, pending, held, mine, self.ttl):
             raise TransientError(f"{once_key}: another sender took it over meanwhile")
         log.info("an unconfirmed send is not on the topic: sending it", extra={"once_key": once_key, "topic": topic,
@@ -156,7 +150,7 @@ class OnceLedger:
         """The send never left this process (the producer refused it): give the entry back."""
         mine = self._mine.pop(once_key, None)
         if mine is not None:
-            await self.redis.eval(_DROP, 1, pending_key(once_key), mine)
+            await redis_store.delete_if_holds(self.redis, pending_key(once_key), mine)
 
     async def mark(self, once_key: str, value: str, metadata: Any) -> None:
         """The broker has the output: the key holds ``value``, the pending entry goes, and the

@@ -23,15 +23,12 @@ import redis.asyncio as aioredis
 
 from shared import events, metrics
 from shared.failures import PoisonInput, TransientError
-from shared.redis_store import as_str
+from shared.redis_store import as_str, delete_if_holds
 from shared.retry import Backoff, parse_retry_after
 
 log = logging.getLogger(__name__)
 
 BACKOFF = Backoff(initial=0.5, cap=10.0)
-
-# Releases the claim only if this process still holds it.
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
 
 
 class WebhookError(PoisonInput):
@@ -110,7 +107,7 @@ async def deliver_once(redis: aioredis.Redis, client: httpx.AsyncClient, url: st
     try:
         await post_alert(client, url, alert, attempts, fmt)
     except BaseException:
-        await redis.eval(_RELEASE, 1, key, token)
+        await delete_if_holds(redis, key, token)
         raise
     await redis.set(key, "done", ex=done_ttl)
     return True

@@ -26,9 +26,6 @@ from shared.settings import Settings
 from shared.topics import ALERTS
 from shared.watched import Watched
 
-# Releases a claim only if this article still holds it.
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
-
 
 def make_alert(match: Match, tagged: events.TaggedArticle, now: float | None = None) -> events.Alert:
     article = tagged.article
@@ -78,7 +75,7 @@ class AlertStage:
                                     get=True)
         if held is None or redis_store.as_str(held) == alert.story_id:
             return True
-        await self.redis.eval(_RELEASE, 1, fired, article_id)
+        await redis_store.delete_if_holds(self.redis, fired, article_id)
         return False
 
     async def process(self, tagged: events.TaggedArticle) -> list[Emit]:

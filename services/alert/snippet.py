@@ -34,8 +34,6 @@ def marked_snippet(text: str, terms: Sequence[q.Term], width: int = 280) -> str:
         start = index[spans[p][0]]
         end = index[spans[p + n - 1][1] - 1] + 1
         marks.append((start, end))
-    if not marks:
-        return text[:width].strip()
     marks.sort()
     kept: list[tuple[int, int]] = []
     for start, end in marks:  # no overlaps: the earliest, longest first
