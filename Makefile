@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 NW := .venv/bin/newswatch
 
-.PHONY: run test test-unit test-integration bench bench-pipeline bench-clean bench-entities bench-fetch bench-rules lint lock install install-dev clean
+.PHONY: run test test-unit test-integration bench bench-pipeline bench-clean bench-entities bench-fetch bench-rules bench-stories lint lock install install-dev clean
 
 install:
 	@./infra/install.sh
@@ -34,6 +34,7 @@ bench: install-dev
 	$(PY) bench/entities.py
 	$(PY) bench/fetch.py
 	$(PY) bench/rules.py
+	$(PY) bench/stories.py
 	$(PY) bench/pipeline.py --replicas clean=2,entities=2
 
 ## bench-pipeline: the whole pipeline end to end (articles/s, feed-to-alert latency, CPU per article and service),
@@ -52,6 +53,11 @@ bench-entities: install-dev
 ## bench-rules: 10,000 generated rules over real articles, matcher vs the naive loop
 bench-rules: install-dev
 	$(PY) bench/rules.py
+
+## bench-stories: story linking on SemEval-2022 pairs (P/R/F1 per slice, Pearson) and its streaming cost with
+## 10,000 and 1,000,000 articles indexed (CPU ms, Redis round trips and bytes per article)
+bench-stories: install-dev
+	$(PY) bench/stories.py $(ARGS)
 
 ## bench-clean: the clean service's benchmarks only (extraction, near-duplicates)
 bench-clean: install-dev

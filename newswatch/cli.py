@@ -21,9 +21,11 @@ app = typer.Typer(help="newswatch: streaming multilingual news monitoring.", no_
 rules_app = typer.Typer(help="Alert rules.", no_args_is_help=True)
 alerts_app = typer.Typer(help="The alert topic.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+stories_app = typer.Typer(help="Stories: articles of one event, in any language and from any outlet.")
 app.add_typer(rules_app, name="rules")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(topics_app, name="topics")
+app.add_typer(stories_app, name="stories")
 
 JsonlOpt = Annotated[bool, typer.Option("--jsonl", help='Read {"id", "html"|"text", "url"?, "lang"?} lines '
                                                         "on stdin; write one JSON line each, same id, in order.")]
@@ -146,6 +148,131 @@ def entities(paths: Annotated[list[Path] | None, typer.Argument(help="HTML pages
         return {"title": article.title,
                 "entities": [msgspec.to_builtins(e) for e in tag(matcher, article.title, article.text)]}
     _each(jsonl, paths or [], one)
+
+
+def _published_at(value: Any, default: float) -> float:
+    """Epoch seconds of an ISO 8601 ``published`` (naive: UTC), or ``default`` when absent or unreadable."""
+    from datetime import UTC, datetime
+
+    if not value:
+        return default
+    try:
+        when = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return default
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+@stories_app.callback(invoke_without_command=True)
+def stories(ctx: typer.Context,
+            jsonl: Annotated[bool, typer.Option(
+                "--jsonl", help='Read {"id", "text", "title"?, "lang"?, "published"?, "url"?, "source"?} lines on '
+                                'stdin, in order; write {"id", "story_id", "outcome", "score", "lang", ...} lines, '
+                                "in order")] = False,
+            use_redis: Annotated[bool, typer.Option(
+                "--redis", help="Link into the services' index in Redis (NEWSWATCH_REDIS_URL), not a fresh "
+                                "in-memory one")] = False) -> None:
+    """Link articles into stories as the stories stage does (language ID, entities, encoder, index)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not jsonl:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(code=2)
+    import asyncio
+
+    from services.entities.ner import Recognisers
+    from services.entities.service import tag_labelled, watched_tagger
+    from services.langdetect.service import label
+    from services.stories.encoder import Encoder
+    from services.stories.stage import Linker
+    from services.stories.store import MemoryStoryStore, RedisStoryStore
+    from shared import events, redis_store
+    from shared.settings import Settings
+
+    settings = Settings.from_env()
+    tagger = watched_tagger(settings.entity_table, settings.watchlist)
+    recognisers = Recognisers(settings.ner_language_list)
+    encoder = Encoder(settings.story_embed_chars)
+
+    async def main() -> int:
+        client = redis_store.connect(settings) if use_redis else None
+        store = RedisStoryStore(client, settings) if client is not None else MemoryStoryStore(settings)
+        linker = Linker(store, encoder, settings)
+        failed = 0
+        now = time.time()
+        for n, raw in enumerate(sys.stdin.buffer, 1):
+            if not raw.strip():
+                continue
+            record: Any = None
+            try:
+                record = json.loads(raw.decode("utf-8"))
+                if not isinstance(record, dict) or not isinstance(record.get("text"), str) or "id" not in record:
+                    raise ValueError('expected an object with "id" and "text"')
+                title = str(record.get("title") or "")
+                article = events.Article(id=str(record["id"]), url=str(record.get("url") or ""),
+                                         source=str(record.get("source") or record.get("url") or "cli"),
+                                         fetched_at=_published_at(record.get("published"), now), title=title,
+                                         text=record["text"], published=str(record.get("published") or ""))
+                language = label(article).language
+                if record.get("lang"):
+                    language = events.Language(lang=str(record["lang"]), confidence=1.0, script=language.script,
+                                               title_lang=str(record["lang"]), segments=language.segments)
+                tagged = tag_labelled(tagger.value, recognisers,
+                                      events.LabelledArticle(id=article.id, article=article, language=language))
+                linked, _ = await linker.assign(tagged, linker.embed(tagged))
+                _emit({"id": record["id"], "story_id": linked.story.id, "outcome": linked.story.outcome,
+                       "score": linked.story.score, "lang": linked.language.lang,
+                       "story_languages": linked.story.languages, "story_articles": linked.story.article_count})
+            except Exception as exc:  # one bad line is reported and the rest go on, in order
+                failed += 1
+                rid = record.get("id") if isinstance(record, dict) else None
+                _emit({"id": rid, "error": f"line {n}: {type(exc).__name__}: {exc}"})
+        if client is not None:
+            await client.aclose()
+        return failed
+
+    if asyncio.run(main()):
+        raise typer.Exit(code=1)
+
+
+@stories_app.command("top")
+def stories_top(since: Annotated[str, typer.Option(help="Stories seen since: 15m, 6h, 1d or an ISO 8601 time")] = "6h",
+                limit: Annotated[int, typer.Option(help="How many stories")] = 10,
+                as_json: Annotated[bool, typer.Option("--json", help="One JSON story a line")] = False) -> None:
+    """The biggest stories now (from the index in Redis), with their languages and sources."""
+    import asyncio
+
+    from rich.console import Console
+
+    from services.stories.store import RedisStoryStore
+    from shared import redis_store
+    from shared.settings import Settings
+
+    settings = Settings.from_env()
+    start = parse_since(since, time.time())
+
+    async def main() -> list[Any]:
+        client = redis_store.connect(settings)
+        try:
+            found = await RedisStoryStore(client, settings).recent(start, 20_000)
+        finally:
+            await client.aclose()
+        return sorted(found, key=lambda s: (-s.article_count, -len(s.languages), -s.last_seen))[:limit]
+
+    top = asyncio.run(main())
+    console = Console()
+    for story in top:
+        row = {"id": story.id, "articles": story.article_count, "languages": story.languages,
+               "sources": story.sources, "first_seen": story.first_seen, "last_seen": story.last_seen,
+               "titles": story.titles}
+        if as_json:
+            _emit(row)
+            continue
+        title = next(iter(story.titles.values()), "(untitled)")
+        console.print(f"[bold]{story.article_count:>4}[/bold] articles · [cyan]{', '.join(story.languages) or 'und'}"
+                      f"[/cyan] · {len(story.sources)} sources · [bold white]{title}[/bold white] [dim]({story.id})")
+    if not top and not as_json:
+        console.print(f"no story seen since {since}")
 
 
 def _load_rules_or_exit(path: Path) -> Any:
@@ -283,6 +410,9 @@ def alert_filter(rules: list[str], severity: str | None, since: float | None) ->
 
 @alerts_app.command("tail")
 def alerts_tail(as_json: Annotated[bool, typer.Option("--json", help="One JSON alert a line")] = False,
+                stories: Annotated[bool, typer.Option(
+                    "--stories", help="With --json: also a {\"story_update\": …} line when an alerted story grows "
+                                      "into a new language or source (the text output always shows it)")] = False,
                 rule: Annotated[list[str] | None, typer.Option("--rule", help="Only this rule (repeatable)")] = None,
                 severity: Annotated[str | None, typer.Option(help="At least this severity: info, warning, "
                                                                    "critical")] = None,
@@ -294,12 +424,14 @@ def alerts_tail(as_json: Annotated[bool, typer.Option("--json", help="One JSON a
 
     from rich.console import Console
 
-    from newswatch.runner import format_alert, tail_alerts
+    from newswatch.runner import StoryFollower, format_alert, tail_alerts
     from shared import events
     from shared.settings import Settings
 
     console = Console()
     keep = alert_filter(rule or [], severity, parse_since(since, time.time()) if since else None)
+
+    follower = StoryFollower()
 
     def show(alert: events.Alert) -> None:
         if not keep(alert):
@@ -307,14 +439,29 @@ def alerts_tail(as_json: Annotated[bool, typer.Option("--json", help="One JSON a
         if as_json:
             sys.stdout.write(events.encode(alert).decode() + "\n")
             sys.stdout.flush()
+            follower.alert(alert)
         else:
             console.print(format_alert(alert))
+            grew = follower.alert(alert)
+            if grew is not None:
+                console.print(grew)
+
+    def on_story(story: events.Story) -> None:
+        grew = follower.story(story)
+        if grew is None:
+            return
+        if as_json:  # the alerted story grew: its state, as a line of its own
+            sys.stdout.write(json.dumps({"story_update": msgspec.to_builtins(story),
+                                         "rules": follower.alerted.get(story.id, [])}, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        else:
+            console.print(grew)
 
     async def main() -> None:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        await tail_alerts(Settings.from_env(), show, stop)
+        await tail_alerts(Settings.from_env(), show, stop, on_story if stories or not as_json else None)
 
     asyncio.run(main())
 

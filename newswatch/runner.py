@@ -40,7 +40,7 @@ from rich.text import Text
 from newswatch import local
 from shared import events, kafka_clients, once, pipeline, redis_store
 from shared.settings import Settings
-from shared.topics import ALERTS, consumer_lag, create_topics
+from shared.topics import ALERTS, STORIES, consumer_lag, create_topics
 
 
 @dataclass
@@ -60,10 +60,13 @@ class RunOptions:
     alerts_jsonl: Path | None = None  # also append every alert seen, as a JSON line, to this file
 
 
-async def tail_alerts(settings: Settings, on_alert: Callable[[events.Alert], None], stop: asyncio.Event) -> None:
-    """Read the alert topic from its start, calling ``on_alert`` for each alert, until ``stop``."""
+async def tail_alerts(settings: Settings, on_alert: Callable[[events.Alert], None], stop: asyncio.Event,
+                      on_story: Callable[[events.Story], None] | None = None) -> None:
+    """Read the alert topic from its start, calling ``on_alert`` for each alert, until ``stop``; with
+    ``on_story``, the stories topic too (each story's state as it changes), in arrival order."""
+    names = [ALERTS.name(settings.topic_prefix)] + ([STORIES.name(settings.topic_prefix)] if on_story else [])
     consumer = AIOKafkaConsumer(
-        ALERTS.name(settings.topic_prefix), **kafka_clients.client_config(settings), group_id=None,
+        *names, **kafka_clients.client_config(settings), group_id=None,
         auto_offset_reset="earliest", enable_auto_commit=False, client_id=f"{settings.topic_prefix}-tail",
         fetch_max_wait_ms=settings.fetch_wait_ms,  # an alert is shown as soon as it is on the broker
     )
@@ -71,12 +74,17 @@ async def tail_alerts(settings: Settings, on_alert: Callable[[events.Alert], Non
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
+            for tp, records in batches.items():
+                is_story = tp.topic != names[0]
                 for record in records:
                     try:
-                        on_alert(events.decode(events.Alert, record.value))
+                        if is_story and on_story is not None:
+                            on_story(events.decode(events.Story, record.value))
+                        elif not is_story:
+                            on_alert(events.decode(events.Alert, record.value))
                     except events.SchemaError as exc:
-                        Console(stderr=True).print(f"[red]unreadable alert at offset {record.offset}: {exc}")
+                        what = "story" if is_story else "alert"
+                        Console(stderr=True).print(f"[red]unreadable {what} at offset {record.offset}: {exc}")
     finally:
         await consumer.stop()
 
@@ -116,11 +124,16 @@ def rearm_lost_alerts(client: redis.Redis, shown: set[str]) -> list[str]:
     return rearmed
 
 
+def story_line(languages: list[str], sources: list[str], articles: int) -> str:
+    return (f"story: {articles} article{'s' if articles != 1 else ''} in {', '.join(languages) or 'und'} "
+            f"from {len(sources)} source{'s' if len(sources) != 1 else ''}")
+
+
 def format_alert(alert: events.Alert, elapsed: float | None = None) -> Text:
     line = Text()
     if elapsed is not None:
         line.append(f"[{elapsed:6.1f}s] ", style="dim")
-    line.append("SPIKE " if alert.kind == "spike" else "ALERT ", style="bold red")
+    line.append({"spike": "SPIKE ", "story": "STORY "}.get(alert.kind, "ALERT "), style="bold red")
     if alert.severity != "info":
         line.append(f"{alert.severity.upper()} ", style="bold yellow")
     line.append(f"{alert.rule_id}", style="bold")
@@ -130,9 +143,48 @@ def format_alert(alert: events.Alert, elapsed: float | None = None) -> Text:
     line.append(f"\n          {alert.source} · {alert.url}", style="dim")
     if alert.kind == "spike":
         line.append(f"\n          {alert.article_count} articles from {', '.join(alert.sources)}", style="yellow")
+    if alert.kind == "story":
+        line.append(f"\n          {alert.snippet}", style="yellow")
     if alert.matched_entities or alert.matched_terms:
         line.append(f"\n          matched: {', '.join(alert.matched_entities + alert.matched_terms)}", style="green")
+    if alert.story_articles:
+        line.append(f"\n          {story_line(alert.story_languages, alert.story_sources, alert.story_articles)} "
+                    f"({alert.story_id})", style="dim")
     return line
+
+
+class StoryFollower:
+    """Follows the stories that alerted: when one grows into a new language or source, a line says so
+    (the alert is made once, on the story's first matching article; the story goes on)."""
+
+    def __init__(self) -> None:
+        self.alerted: dict[str, list[str]] = {}  # story id → the rules that alerted for it
+        self.known: dict[str, tuple[frozenset[str], frozenset[str]]] = {}  # story id → (languages, sources)
+        self.latest: dict[str, events.Story] = {}
+
+    def alert(self, alert: events.Alert) -> Text | None:
+        self.alerted.setdefault(alert.story_id, []).append(alert.rule_id)
+        known = (frozenset(alert.story_languages), frozenset(alert.story_sources))
+        self.known[alert.story_id] = known
+        story = self.latest.get(alert.story_id)
+        return self.story(story) if story is not None else None  # the story grew before the alert was read
+
+    def story(self, story: events.Story) -> Text | None:
+        self.latest[story.id] = story
+        if story.id not in self.alerted:
+            return None
+        now = (frozenset(story.languages), frozenset(story.sources))
+        before = self.known.get(story.id, (frozenset(), frozenset()))
+        if now[0] <= before[0] and now[1] <= before[1]:
+            return None
+        self.known[story.id] = (before[0] | now[0], before[1] | now[1])
+        line = Text("          ↳ ", style="dim")
+        line.append(f"{', '.join(self.alerted[story.id])}: ", style="bold")
+        line.append(story_line(story.languages, story.sources, story.article_count), style="cyan")
+        new = sorted(now[0] - before[0])
+        if new:
+            line.append(f" (now also in {', '.join(new)})", style="bold cyan")
+        return line
 
 
 def _metrics_up(port: int) -> bool:
@@ -368,6 +420,12 @@ async def _watch(settings: Settings, opts: RunOptions, sup: Supervisor, console:
     count = 0
     first_at: float | None = None
     failed = 0
+    follower = StoryFollower()
+
+    def on_story(story: events.Story) -> None:
+        grew = follower.story(story)
+        if grew is not None:
+            console.print(grew)
 
     def on_alert(alert: events.Alert) -> None:
         nonlocal count, first_at
@@ -376,6 +434,9 @@ async def _watch(settings: Settings, opts: RunOptions, sup: Supervisor, console:
         if first_at is None:
             first_at = elapsed
         console.print(format_alert(alert, elapsed))
+        grew = follower.alert(alert)
+        if grew is not None:
+            console.print(grew)
         sup.note_shown(alert)
         if opts.alerts_jsonl is not None:
             with opts.alerts_jsonl.open("ab") as out:
@@ -432,7 +493,7 @@ async def _watch(settings: Settings, opts: RunOptions, sup: Supervisor, console:
 
             relay_task = asyncio.create_task(relay())
             try:
-                await tail_alerts(settings, on_alert, inner)
+                await tail_alerts(settings, on_alert, inner, on_story)
             except Exception as exc:  # the broker went away under the tail: read again once it is back
                 console.print(f"[dim]alert tail interrupted ({type(exc).__name__}); reconnecting …")
                 await asyncio.sleep(1.0)

@@ -9,7 +9,7 @@ rollout. Bytes fields (the raw page) travel base64-encoded.
 from __future__ import annotations
 
 import time
-from typing import TypeVar
+from typing import Any, TypeVar, Union
 
 import msgspec
 
@@ -121,9 +121,59 @@ class TaggedArticle(Event, tag="tagged_article/1"):
     entities: list[EntityHit] = msgspec.field(default_factory=list)
 
 
-class Alert(Event, tag="alert/2"):
-    """alert → users: one rule matched one story, or a spike rule crossed its threshold. Key: the rule id
-    (one rule's alerts stay in order)."""
+class StoryRef(msgspec.Struct, kw_only=True):
+    """The story an article belongs to, as the stories stage left it after linking the article."""
+
+    id: str  # story id: the story id clean gave the story's first article (its own id unless a copy)
+    outcome: str  # "new" (the article starts the story), "linked" (it joined by score), "copy" (clean's copy)
+    score: float = 0.0  # link score against the story (0 for "new")
+    first_seen: float = 0.0  # epoch seconds: the story's first article (its fetch time)
+    last_seen: float = 0.0
+    article_count: int = 1
+    languages: list[str] = msgspec.field(default_factory=list)  # every language of the story so far
+    sources: list[str] = msgspec.field(default_factory=list)  # every source of the story so far (capped)
+
+
+class LinkedArticle(Event, tag="linked_article/1"):
+    """stories → alert (and users): the tagged article with the story it belongs to."""
+
+    id: str
+    article: Article
+    language: Language
+    story: StoryRef
+    entities: list[EntityHit] = msgspec.field(default_factory=list)
+
+
+class StoryEntity(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    type: str
+    articles: int  # articles of the story that name it
+
+
+class Story(Event, tag="story/1"):
+    """stories → users: a story's state, published each time it changes (a new article, language or
+    source). Key: the story id."""
+
+    id: str  # story id
+    first_seen: float
+    last_seen: float
+    article_count: int
+    languages: list[str]
+    sources: list[str]
+    titles: dict[str, str]  # one title per language: the first article's in that language
+    top_entities: list[StoryEntity] = msgspec.field(default_factory=list)
+    article_id: str = ""  # the article that changed it
+    changes: list[str] = msgspec.field(default_factory=list)  # "new", "article", "language", "source"
+
+
+class Alert(Event, tag="alert/3"):
+    """alert → users: one rule matched one story, a spike rule crossed its threshold, or a story rule saw a
+    story cross its counts. Key: the rule id (one rule's alerts stay in order).
+
+    alert/3 adds what is known of the story when the alert is made (``story_languages``,
+    ``story_sources``, ``story_articles``) and the ``story`` kind; alert/2 records still decode
+    (``AlertV2``), with those fields empty."""
 
     id: str  # alert id: rule id + story id (a spike: rule id + "spike" + the crossing's time)
     rule_id: str
@@ -145,6 +195,13 @@ class Alert(Event, tag="alert/2"):
     article_count: int = 0  # spike: articles in the window
     sources: list[str] = msgspec.field(default_factory=list)  # spike: their distinct sources
     top_titles: list[str] = msgspec.field(default_factory=list)  # spike: the latest titles
+    story_languages: list[str] = msgspec.field(default_factory=list)  # the story's languages so far
+    story_sources: list[str] = msgspec.field(default_factory=list)  # the story's sources so far
+    story_articles: int = 0  # the story's articles so far
+
+
+class AlertV2(Alert, tag="alert/2"):
+    """An alert written before alert/3 (same fields, the story's fields empty): read, never written."""
 
 
 class DeadLetter(Event, tag="dead_letter/2"):
@@ -175,6 +232,8 @@ E = TypeVar("E", bound=Event)
 
 _encoder = msgspec.json.Encoder()
 _decoders: dict[type, msgspec.json.Decoder] = {}
+# Older versions a reader of a schema still accepts, decoded into the older class (a subclass).
+_OLDER: dict[type, tuple[type, ...]] = {Alert: (AlertV2,)}
 
 
 class SchemaError(ValueError):
@@ -190,7 +249,9 @@ def decode(kind: type[E], payload: bytes | None) -> E:
         raise SchemaError(f"empty message where {kind.__name__} was expected")
     decoder = _decoders.get(kind)
     if decoder is None:
-        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+        older = _OLDER.get(kind, ())
+        accepted: Any = kind if not older else Union[(kind, *older)]
+        decoder = _decoders[kind] = msgspec.json.Decoder(accepted)
     try:
         return decoder.decode(payload)
     except msgspec.ValidationError as exc:

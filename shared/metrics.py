@@ -126,6 +126,17 @@ WEBHOOK_ATTEMPTS = Counter(
     "newswatch_webhook_attempts_total", "Webhook POSTs, retries included, by HTTP status class", ["status_class"])
 
 
+STORY_LINKS = Counter(
+    "newswatch_story_links_total",
+    "Articles linked to a story, by outcome: new (starts one), linked (joined by score), copy (clean's copy), "
+    "repeat (a redelivered article)", ["outcome"])
+STORY_CROSS_LANGUAGE = Counter(
+    "newswatch_story_cross_language_links_total", "Articles that brought a new language to an existing story")
+STORY_SIZE = Histogram(
+    "newswatch_story_size_articles", "Articles in a story when another article joins it",
+    buckets=(2, 3, 5, 10, 20, 50, 100, 200, 500, 1000))
+
+
 def status_class(status: int | None) -> str:
     """``STATUS_CLASSES`` member of an HTTP status (None: no answer)."""
     if status is None or not 200 <= status < 600:
@@ -179,6 +190,11 @@ def init_rule(rule: str, severity: str) -> None:
     """alert: the series of one rule (when the rules load)."""
     ALERTS_FIRED.labels(rule, severity)
     ALERTS_SUPPRESSED.labels(rule)
+
+
+def init_stories() -> None:
+    for outcome in ("new", "linked", "copy", "repeat"):
+        STORY_LINKS.labels(outcome)
 
 
 def init_clean() -> None:

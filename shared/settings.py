@@ -78,6 +78,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("NEWSWATCH_DEDUP_TTL_DAYS", "14", "clean/alert: days story and alert keys live in Redis"),
     EnvVar("NEWSWATCH_NEAR_DUP_THRESHOLD", "0.6",
            "clean: estimated Jaccard similarity of word shingles above which two articles are one story"),
+    EnvVar("NEWSWATCH_STORY_WINDOW_HOURS", "72",
+           "stories: hours after a story's last article during which a new article may still join it"),
+    EnvVar("NEWSWATCH_STORY_THRESHOLD", "0.85",
+           "stories: link score (0-1) an article must reach to join a story; higher: fewer, surer links"),
+    EnvVar("NEWSWATCH_STORY_EMBED_CHARS", "240",
+           "stories: characters of title and lead that the multilingual sentence encoder reads per article"),
     EnvVar("NEWSWATCH_ENTITY_TABLE", "", "entities: extra entity table YAML (added to the built-in table)"),
     EnvVar("NEWSWATCH_WATCHLIST", "", "entities: user watchlist YAML, reloaded when it changes"),
     EnvVar("NEWSWATCH_NER_LANGUAGES", "fr,ru",
@@ -152,6 +158,9 @@ class Settings:
     url_ttl_days: int
     dedup_ttl_days: int
     near_dup_threshold: float
+    story_window_hours: float
+    story_threshold: float
+    story_embed_chars: int
     entity_table: str
     watchlist: str
     ner_languages: str
@@ -195,6 +204,12 @@ class Settings:
             raise ValueError(f"NEWSWATCH_FETCH_WAIT_MS={self.fetch_wait_ms}: must be 1 to 60000")
         if self.in_flight < 1:
             raise ValueError(f"NEWSWATCH_IN_FLIGHT={self.in_flight}: must be 1 or more")
+        if not 0.0 < self.story_threshold <= 1.0:
+            raise ValueError(f"NEWSWATCH_STORY_THRESHOLD={self.story_threshold}: must be over 0 and at most 1")
+        if self.story_window_hours <= 0:
+            raise ValueError(f"NEWSWATCH_STORY_WINDOW_HOURS={self.story_window_hours}: must be over 0")
+        if self.story_embed_chars < 0:
+            raise ValueError(f"NEWSWATCH_STORY_EMBED_CHARS={self.story_embed_chars}: must be 0 or more")
         if self.stall_seconds <= 0:
             raise ValueError(f"NEWSWATCH_STALL_SECONDS={self.stall_seconds}: must be over 0")
 

@@ -40,13 +40,17 @@ RAW_PAGES = TopicSpec("raw-pages", events.RawPage, "fetch", "clean", "article id
 ARTICLES = TopicSpec("articles", events.Article, "clean", "langdetect", "article id", 7 * DAY_MS)
 LABELLED = TopicSpec("articles-labelled", events.LabelledArticle, "langdetect", "entities", "article id",
                      7 * DAY_MS)
-TAGGED = TopicSpec("articles-tagged", events.TaggedArticle, "entities", "alert, users", "article id",
+TAGGED = TopicSpec("articles-tagged", events.TaggedArticle, "entities", "alert (stories), users", "article id",
                    30 * DAY_MS)
+LINKED = TopicSpec("articles-linked", events.LinkedArticle, "alert (stories)", "alert, users", "article id",
+                   30 * DAY_MS)
+STORIES = TopicSpec("stories", events.Story, "alert (stories)", "users (newswatch stories top)", "story id",
+                    30 * DAY_MS)
 ALERTS = TopicSpec("alerts", events.Alert, "alert", "users (newswatch alerts tail)", "rule id", 90 * DAY_MS)
 DEAD_LETTER = TopicSpec("dead-letter", events.DeadLetter, "every stage", "operators", "input key",
                         30 * DAY_MS)
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (RAW_PAGES, ARTICLES, LABELLED, TAGGED, ALERTS, DEAD_LETTER)
+ALL_TOPICS: tuple[TopicSpec, ...] = (RAW_PAGES, ARTICLES, LABELLED, TAGGED, LINKED, STORIES, ALERTS, DEAD_LETTER)
 
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:

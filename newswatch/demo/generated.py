@@ -55,14 +55,26 @@ _TAIL = ("officials said", "according to a statement", "a spokesperson confirmed
          "the minutes show", "local reporters learned", "the chairman told reporters", "records indicate")
 
 
-def _sentence(rng: random.Random) -> str:
-    return (f"The {rng.choice(_ADJ)} {rng.choice(_NOUN)} of {rng.choice(_TOWN)} {rng.choice(_VERB)} "
-            f"{rng.choice(_OBJ)} {rng.choice(_WHEN)}, {rng.choice(_TAIL)}, while the {rng.choice(_ADJ)} "
+_SYLLABLES = ("ka", "lor", "ven", "tri", "mos", "dal", "quen", "bar", "sil", "tor", "mar", "ish", "van", "rel",
+              "pol", "nik", "ast", "ber", "cor", "dun", "el", "fen", "gra", "hol")
+
+
+def _name(rng: random.Random, parts: int) -> str:
+    return "".join(rng.choice(_SYLLABLES) for _ in range(parts)).capitalize()
+
+
+def _sentence(rng: random.Random, town: str, person: str, when: str) -> str:
+    return (f"The {rng.choice(_ADJ)} {rng.choice(_NOUN)} of {town} {rng.choice(_VERB)} "
+            f"{rng.choice(_OBJ)} {when}, {rng.choice(_TAIL)}, while {person} and the {rng.choice(_ADJ)} "
             f"{rng.choice(_NOUN)} {rng.choice(_VERB)} {rng.choice(_OBJ)}.")
 
 
-def _paragraphs(rng: random.Random, markers: list[str]) -> tuple[str, ...]:
-    paragraphs = [" ".join(_sentence(rng) for _ in range(3)) for _ in range(5)]
+def _paragraphs(rng: random.Random, markers: list[str], town: str) -> tuple[str, ...]:
+    # One event: its own town, its own people, one day. Stories of other towns and people are other
+    # events, as the stories stage must see (they share only the template's vocabulary).
+    person = f"{_name(rng, 2)} {_name(rng, 3)}"
+    when = rng.choice(_WHEN)
+    paragraphs = [" ".join(_sentence(rng, town, person, when) for _ in range(3)) for _ in range(5)]
     if markers:  # in the first paragraph: a copy (last paragraph cut) keeps it
         paragraphs[0] += " The project is known locally as " + " and ".join(markers) + "."
     return tuple(paragraphs)
@@ -94,11 +106,11 @@ def generate(n: int, *, spacing: float = 0.5, copy_every: int = 7, seed: int = 2
                 delay=i * spacing, author="Wire desk", lang="en", entities=frozenset(), story=original.slug))
             continue
         number = len(originals)
-        town = rng.choice(_TOWN)
+        town = f"{rng.choice(_TOWN)}-{_name(rng, 2)}"
         article = DemoArticle(
             site=site.id, slug=f"gen-{i:04d}", title=f"{town}: the {rng.choice(_NOUN)} {rng.choice(_VERB)} "
                                                      f"{rng.choice(_OBJ)} (story {number})",
-            paragraphs=_paragraphs(rng, markers_for(number)), delay=i * spacing, author=f"Reporter {number % 9}",
+            paragraphs=_paragraphs(rng, markers_for(number), town), delay=i * spacing, author=f"Reporter {number % 9}",
             lang="en", entities=frozenset())
         originals.append(article)
         out.append(article)

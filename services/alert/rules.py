@@ -58,6 +58,17 @@ class Spike:
     baseline_hours: float = 0.0
 
 
+@dataclass(frozen=True)
+class StoryRule:
+    """A story reaching ``min_languages`` languages and ``min_sources`` sources among its articles of the
+    last ``window_minutes`` (a story breaking across languages): once per (rule, story)."""
+
+    window_minutes: float
+    min_languages: int = 1
+    min_sources: int = 1
+    min_articles: int = 1
+
+
 @dataclass(frozen=True, eq=False)
 class Rule:
     id: str
@@ -69,6 +80,7 @@ class Rule:
     webhooks: tuple[Webhook, ...] = ()
     cooldown_minutes: float = 0.0
     spike: Spike | None = None
+    story: StoryRule | None = None
     source_query: str = ""
     pred: q.Pred = field(init=False, repr=False)
     # what a match reports: the query's positive terms and entities, then the weighted terms
@@ -138,6 +150,13 @@ class SpikeDoc(msgspec.Struct, forbid_unknown_fields=True):
     baseline_hours: float | None = None
 
 
+class StoryRuleDoc(msgspec.Struct, forbid_unknown_fields=True):
+    window_minutes: float
+    min_languages: int | None = None
+    min_sources: int | None = None
+    min_articles: int | None = None
+
+
 Hooks = list[str | WebhookDoc] | str | WebhookDoc | None
 
 
@@ -153,6 +172,7 @@ class RuleDoc(msgspec.Struct, forbid_unknown_fields=True):
     severity: str | None = None
     cooldown_minutes: float | None = None
     spike: SpikeDoc | None = None
+    story: StoryRuleDoc | None = None
     any: Texts = None
     all: Texts = None
     none: Texts = None
@@ -239,6 +259,20 @@ def _spike(raw: SpikeDoc, where: str, n: int) -> Spike:
     return Spike(raw.window_minutes, raw.min_articles, max(1, raw.min_sources or 1))
 
 
+def _story(raw: StoryRuleDoc, where: str, n: int) -> StoryRule:
+    at = f"$.rules[{n}].story"
+    if raw.window_minutes <= 0:
+        raise RuleError(f"{where}: story.window_minutes must be > 0 - at `{at}`")
+    counts = {"min_languages": raw.min_languages, "min_sources": raw.min_sources, "min_articles": raw.min_articles}
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            raise RuleError(f"{where}: story.{name} must be >= 1 - at `{at}.{name}`")
+    if all(value in (None, 1) for value in counts.values()):
+        raise RuleError(f"{where}: a story rule needs min_languages, min_sources or min_articles above 1 "
+                        f"(else every story fires) - at `{at}`")
+    return StoryRule(raw.window_minutes, raw.min_languages or 1, raw.min_sources or 1, raw.min_articles or 1)
+
+
 def _rule(raw: RuleDoc, n: int, origin: str) -> Rule:
     rule_id = str(raw.id)
     where = f"{origin}: rule {rule_id}"
@@ -261,7 +295,9 @@ def _rule(raw: RuleDoc, n: int, origin: str) -> Rule:
         raise RuleError(f"{where}: weights need a threshold - at `{at}`")
     if raw.threshold is not None and not weights:
         raise RuleError(f"{where}: threshold without weights - at `{at}`")
-    if not (list_trigger or raw.query is not None or weights):
+    if raw.spike is not None and raw.story is not None:
+        raise RuleError(f"{where}: a rule is a spike rule or a story rule, not both - at `{at}`")
+    if not (list_trigger or raw.query is not None or weights or raw.story is not None):
         raise RuleError(f"{where}: needs at least one of query, weights, any, all, entities_any, entities_all "
                         f"- at `{at}`")
     node: q.Node = q.Everything() if not parts else parts[0] if len(parts) == 1 else q.And(tuple(parts))
@@ -276,7 +312,8 @@ def _rule(raw: RuleDoc, n: int, origin: str) -> Rule:
         weights=tuple(weights), threshold=float(raw.threshold or 0.0), severity=severity,
         webhooks=tuple(_hooks(raw.webhook, where, f"{at}.webhook") + _hooks(raw.webhooks, where, f"{at}.webhooks")),
         cooldown_minutes=float(raw.cooldown_minutes or 0.0),
-        spike=_spike(raw.spike, where, n) if raw.spike is not None else None, source_query=text,
+        spike=_spike(raw.spike, where, n) if raw.spike is not None else None,
+        story=_story(raw.story, where, n) if raw.story is not None else None, source_query=text,
     )
 
 

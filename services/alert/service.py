@@ -1,4 +1,5 @@
-"""alert's wiring: articles-tagged → alerts, and alerts → webhooks. Logic in rules.py, deliver.py.
+"""alert's wiring: articles-tagged → (stories, services/stories/) → articles-linked → alerts, and alerts →
+webhooks. Logic in rules.py, deliver.py, spike.py and story_rules.py.
 
 Redis keys (all expire after ``NEWSWATCH_DEDUP_TTL_DAYS``):
 - ``nw:alert:fired:<rule>:<story>``: the article that claimed the (rule, story) alert (SET NX): every
@@ -20,6 +21,8 @@ from services.alert.deliver import deliver_once
 from services.alert.rules import Match, Rule, RuleSet, load_rules, match_article
 from services.alert.snippet import marked_snippet
 from services.alert.spike import Spikes
+from services.alert.story_rules import StoryRules
+from services.stories.store import RedisStoryStore
 from shared import events, metrics, pipeline, redis_store
 from shared.runtime import Emit, cpu
 from shared.settings import Settings
@@ -27,9 +30,10 @@ from shared.topics import ALERTS
 from shared.watched import Watched
 
 
-def make_alert(match: Match, tagged: events.TaggedArticle, now: float | None = None) -> events.Alert:
+def make_alert(match: Match, tagged: events.TaggedArticle, now: float | None = None,
+               story_ref: events.StoryRef | None = None) -> events.Alert:
     article = tagged.article
-    story = article.story_id or article.id
+    story = story_ref.id if story_ref is not None else article.story_id or article.id
     now = time.time() if now is None else now
     return events.Alert(
         id=f"{match.rule.id}:{story}", rule_id=match.rule.id, rule_name=match.rule.name, story_id=story,
@@ -37,7 +41,16 @@ def make_alert(match: Match, tagged: events.TaggedArticle, now: float | None = N
         source=article.source, lang=tagged.language.lang, published=article.published,
         created_at=now, matched_at=now, severity=match.rule.severity, matched_terms=match.terms,
         matched_entities=match.entities, snippet=marked_snippet(article.text, match.term_nodes),
+        story_languages=list(story_ref.languages) if story_ref else [tagged.language.lang],
+        story_sources=list(story_ref.sources) if story_ref else [article.source],
+        story_articles=story_ref.article_count if story_ref else 1,
     )
+
+
+def tagged_of(linked: events.LinkedArticle) -> events.TaggedArticle:
+    """What the rules read of a linked article (its story is the alert's business, not the rules')."""
+    return events.TaggedArticle(id=linked.id, article=linked.article, language=linked.language,
+                                entities=linked.entities)
 
 
 def load_rule_set(path: str) -> RuleSet:
@@ -62,6 +75,7 @@ class AlertStage:
         self.rules = rules
         self.redis: aioredis.Redis = redis_store.connect(settings)
         self.spikes = Spikes(self.redis)
+        self.story_rules = StoryRules(RedisStoryStore(self.redis, settings), self.redis)
 
     async def start(self) -> None:
         await self.redis.ping()
@@ -78,15 +92,16 @@ class AlertStage:
         await redis_store.delete_if_holds(self.redis, fired, article_id)
         return False
 
-    async def process(self, tagged: events.TaggedArticle) -> list[Emit]:
+    async def process(self, linked: events.LinkedArticle) -> list[Emit]:
         await self.rules.refresh()
         out: list[Emit] = []
         ttl = self.settings.dedup_ttl_days * 86400
+        tagged = tagged_of(linked)
         matches = await cpu(match_article, self.rules.value, tagged)
         for match in matches:
-            if match.rule.spike is not None:
+            if match.rule.spike is not None or match.rule.story is not None:
                 continue
-            alert = make_alert(match, tagged)
+            alert = make_alert(match, tagged, story_ref=linked.story)
             # The first article of the story to match claims the (rule, story); only that article's
             # input publishes, and only once (the once-key), however often it is redelivered.
             fired = redis_store.alert_claim_key(alert.id)
@@ -101,6 +116,7 @@ class AlertStage:
             out.append(Emit(ALERTS, alert.rule_id, alert,
                             once_key=redis_store.alert_sent_key(alert.id), once_value=tagged.id))
         out.extend(await self.spikes.observe([m for m in matches if m.rule.spike is not None], tagged))
+        out.extend(await self.story_rules.observe([m for m in matches if m.rule.story is not None], linked, ttl))
 
         async def done() -> None:
             # The last stage has the article and its alerts are on the broker: fetch never fetches the URL again.
@@ -147,5 +163,8 @@ def main() -> None:
 
     settings = Settings.from_env()
     setup_logging("alert", settings.log_level, settings.log_format)
+    from services.stories.stage import StoriesStage
+
     rules = watched_rules(settings.rules)
-    run_service("alert", [AlertStage(settings, rules), WebhookStage(settings, rules)], settings)
+    run_service("alert", [StoriesStage(settings), AlertStage(settings, rules), WebhookStage(settings, rules)],
+                settings)

@@ -24,7 +24,7 @@ from services.fetch.feeds import article_id
 from shared import events
 from shared.pipeline import SERVICE_NAMES
 from shared.settings import Settings
-from shared.topics import ALERTS, DEAD_LETTER, LABELLED, RAW_PAGES, TAGGED, create_topics
+from shared.topics import ALERTS, DEAD_LETTER, LABELLED, LINKED, RAW_PAGES, STORIES, TAGGED, create_topics
 from shared.topics import ARTICLES as ARTICLES_TOPIC
 from tests.conftest import ROOT
 
@@ -133,6 +133,54 @@ def test_expected_alerts_and_only_those_once_per_story(pipeline: Settings) -> No
     assert {a.rule_id for a in wire} == {"karabakh", "putin-pashinyan"}
 
 
+def test_one_call_in_arabic_and_french_is_one_story_alerted_once_per_rule(pipeline: Settings) -> None:
+    """The Kremlin's account of the Putin–Pashinyan call, published in Arabic (mashriq) and twice in French:
+    one story, so karabakh and putin-pashinyan alert once each (2 alerts, not 4), and the story the alert
+    follows names both languages."""
+    from newswatch.runner import StoryFollower
+
+    slug_story = {a.slug: story_key(a) for a in ARTICLES}
+    wire_slugs = {a.slug for a in ARTICLES if story_key(a) == "wire-putin-pashinyan"}
+    assert len(wire_slugs) == 3 and {a.lang for a in ARTICLES if a.slug in wire_slugs} == {"ar", "fr"}
+
+    def slug(url: str) -> str:
+        return url.rsplit("/", 1)[1].removesuffix(".html")
+
+    def all_wire(values: list[bytes]) -> bool:
+        return wire_slugs <= {slug(events.decode(events.LinkedArticle, v).article.url) for v in values}
+
+    linked = _decode_all(events.LinkedArticle,
+                         read_topic(pipeline.kafka_bootstrap, LINKED.name(pipeline.topic_prefix), all_wire, 150))
+    wire = [item for item in linked if slug(item.article.url) in wire_slugs]
+    story_ids = {item.story.id for item in wire}
+    assert len(story_ids) == 1, [(slug(i.article.url), i.story) for i in wire]
+    [story_id] = story_ids
+    others = {item.story.id for item in linked if slug(item.article.url) not in wire_slugs}
+    assert story_id not in others  # no other demo article (other calls, talks, visits) joined the story
+    assert len(others) == len(ARTICLES) - len(wire_slugs)  # and every other article is a story of its own
+
+    values = read_topic(pipeline.kafka_bootstrap, ALERTS.name(pipeline.topic_prefix),
+                        lambda v: len(v) >= len(EXPECTED_ALERTS), 150)
+    time.sleep(3)
+    alerts = _decode_all(events.Alert, read_topic(pipeline.kafka_bootstrap, ALERTS.name(pipeline.topic_prefix),
+                                                  lambda v: False, 3))
+    on_wire = [a for a in alerts if slug_story[slug(a.url)] == "wire-putin-pashinyan"]
+    assert sorted(a.rule_id for a in on_wire) == ["karabakh", "putin-pashinyan"]
+    assert {a.story_id for a in on_wire} == {story_id} and all(a.story_articles >= 1 for a in on_wire)
+
+    stories = _decode_all(events.Story, read_topic(pipeline.kafka_bootstrap, STORIES.name(pipeline.topic_prefix),
+                                                   lambda v: False, 3))
+    final = [s for s in stories if s.id == story_id][-1]
+    assert sorted(final.languages) == ["ar", "fr"] and final.article_count == 3
+    assert set(final.titles) == {"ar", "fr"}
+    # What `make run` and `alerts tail` show: the alert, then the story it follows growing into French.
+    follower = StoryFollower()
+    shown = [follower.alert(a) for a in on_wire] + [follower.story(s) for s in stories if s.id == story_id]
+    lines = [str(line) for line in shown if line is not None]
+    assert any("ar, fr" in line or "fr, ar" in line for line in lines), lines
+    assert len(values) == len(EXPECTED_ALERTS)
+
+
 def test_poison_messages_are_dead_lettered_and_services_keep_going(pipeline: Settings) -> None:
     # Run after the demo articles went through: wait for them first.
     read_topic(pipeline.kafka_bootstrap, ALERTS.name(pipeline.topic_prefix),
@@ -143,6 +191,7 @@ def test_poison_messages_are_dead_lettered_and_services_keep_going(pipeline: Set
         ARTICLES_TOPIC: b'{"schema": "article/9", "id": "x"}',
         LABELLED: b'{"schema": "labelled_article/1", "id": "y"}',
         TAGGED: b"[1, 2, 3]",
+        LINKED: b'{"schema": "linked_article/1", "id": "z"}',
         ALERTS: b'{"schema": "alert/2"}',
     }
     for spec, payload in poison.items():
@@ -157,7 +206,7 @@ def test_poison_messages_are_dead_lettered_and_services_keep_going(pipeline: Set
     producer.close()
 
     letters = _decode_all(events.DeadLetter, read_topic(
-        pipeline.kafka_bootstrap, DEAD_LETTER.name(pipeline.topic_prefix), lambda v: len(v) >= 5, 90))
+        pipeline.kafka_bootstrap, DEAD_LETTER.name(pipeline.topic_prefix), lambda v: len(v) >= len(poison), 90))
     by_key = {d.id: d for d in letters}
     for spec, payload in poison.items():
         letter = by_key[f"poison-{spec.suffix}"]
@@ -165,6 +214,8 @@ def test_poison_messages_are_dead_lettered_and_services_keep_going(pipeline: Set
         assert letter.payload == payload and letter.reason and letter.error == "PoisonInput"
     assert by_key["poison-raw-pages"].stage == "clean" and "not JSON" in by_key["poison-raw-pages"].reason
     assert "article/1" in by_key["poison-articles"].reason
+    assert by_key["poison-articles-tagged"].stage == "stories"  # linking comes first in the alert service
+    assert by_key["poison-articles-linked"].stage == "alert"
 
     def has_good(values: list[bytes]) -> bool:
         return any(b"after-poison" in v for v in values)

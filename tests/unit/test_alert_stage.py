@@ -14,6 +14,8 @@ from services.alert import query as q
 from services.alert.deliver import body_of
 from services.alert.service import AlertStage, watched_rules
 from services.alert.snippet import marked_snippet
+from services.alert.story_rules import StoryRules
+from services.stories.store import RedisStoryStore
 from shared import events, redis_store
 from shared.settings import Settings
 
@@ -32,6 +34,14 @@ def article(n: int, text: str, source: str = "s1", story: str = "", at: float = 
                                                                                  script="Latn"))
 
 
+def linked_of(tagged: events.TaggedArticle) -> events.LinkedArticle:
+    """The article as the stories stage hands it on: in the story clean gave it (its own, or its copy's)."""
+    story = events.StoryRef(id=tagged.article.story_id or tagged.id, outcome="new", languages=["fr"],
+                            sources=[tagged.article.source])
+    return events.LinkedArticle(id=tagged.id, article=tagged.article, language=tagged.language,
+                                entities=tagged.entities, story=story)
+
+
 def stage(tmp_path: Path, redis_url: str, rules: str) -> AlertStage:
     path = tmp_path / "rules.yaml"
     path.write_text(rules)
@@ -42,7 +52,8 @@ def stage(tmp_path: Path, redis_url: str, rules: str) -> AlertStage:
 def alerts(s: AlertStage, tagged: events.TaggedArticle) -> list[events.Alert]:
     async def go() -> list[events.Alert]:
         s.redis = s.spikes.redis = redis_store.connect(s.settings)  # a client for this event loop
-        out = await s.process(tagged)
+        s.story_rules = StoryRules(RedisStoryStore(s.redis, s.settings), s.redis)
+        out = await s.process(linked_of(tagged))
         for emit in out:  # what the runtime does after the broker's acknowledgement
             if emit.once_key:
                 await s.redis.set(emit.once_key, "1")
@@ -95,7 +106,7 @@ def test_slack_body() -> None:
                          severity="warning", snippet="un «cessez-le-feu»", matched_terms=["cessez-le-feu"])
     body = json.loads(body_of(alert, "slack"))
     assert body["text"].startswith(":warning: *Karabakh*: <http://x/1|Titre>\nun «cessez-le-feu»")
-    assert json.loads(body_of(alert, "json"))["schema"] == "alert/2"
+    assert json.loads(body_of(alert, "json"))["schema"] == "alert/3"
 
 
 def test_ratio_spike_against_the_rolling_baseline(tmp_path: Path, redis_url: str) -> None:

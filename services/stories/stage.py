@@ -1,0 +1,105 @@
+"""The stories stage's wiring: articles-tagged → articles-linked (the article with its story) and
+stories (the story's state each time it changes). It runs in the alert service, ahead of the rules.
+
+``Linker`` is the whole of what the stage does to one article, with the encoder's vector given:
+the CLI (``newswatch stories --jsonl``, an in-memory index) and the benchmark call it too.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+import numpy as np
+
+from services.stories import link
+from services.stories.encoder import Encoder
+from services.stories.store import RedisStoryStore, StoryStore
+from shared import events, metrics, pipeline, redis_store
+from shared.runtime import Emit, cpu
+from shared.settings import Settings
+from shared.topics import LINKED, STORIES
+
+
+class Linker:
+    def __init__(self, store: StoryStore, encoder: Encoder, settings: Settings) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.threshold = settings.story_threshold
+        self.window_s = settings.story_window_hours * 3600
+
+    def embed(self, tagged: events.TaggedArticle) -> np.ndarray:
+        return self.encoder.article(tagged.article.title, tagged.article.text)
+
+    async def assign(self, tagged: events.TaggedArticle,
+                   embedding: np.ndarray) -> tuple[events.LinkedArticle, events.Story]:
+        """The article's story: the one it already joined (a redelivery), its original's (a copy), the
+        best-scoring candidate, or a new one; and the story's state after it."""
+        features = link.features_of(tagged, embedding)
+        terms = link.index_terms(features)
+        async with self.store.locked():
+            known = await self.store.story_of(tagged.id)
+            if known is not None:
+                stories = await self.store.load([known])
+                if stories:  # a redelivered article: the story as it is, nothing added
+                    story = stories[0]
+                    decision = link.Decision(story, 1.0, "repeat")
+                    return self._outputs(tagged, story, decision, [])
+            copy = None
+            if features.copy_of:
+                original = await self.store.story_of(features.copy_of)
+                found = await self.store.load([original or features.copy_of])
+                copy = found[0] if found else None
+            candidates = [] if copy is not None else await self.store.load(
+                await self.store.candidates(terms, features.at - self.window_s))
+            decision = link.decide(features, candidates, self.threshold, self.window_s, copy)
+            if decision.story is None:
+                story_id = tagged.article.story_id or tagged.id
+                taken = await self.store.load([story_id])  # its id is a story already (copies came first)
+                if taken:
+                    decision = link.Decision(taken[0], 1.0, "copy")
+            if decision.story is None:
+                story, changes = link.new_story(tagged.article.story_id or tagged.id, features), ["new"]
+            else:
+                story, changes = link.absorb(decision.story, features)
+            await self.store.save(story, features, terms)
+        metrics.STORY_LINKS.labels(decision.outcome).inc()
+        if decision.outcome != "new":
+            metrics.STORY_SIZE.observe(story.article_count)
+            if "language" in changes:
+                metrics.STORY_CROSS_LANGUAGE.inc()
+        return self._outputs(tagged, story, decision, changes)
+
+    @staticmethod
+    def _outputs(tagged: events.TaggedArticle, story: link.StorySummary, decision: link.Decision,
+                 changes: list[str]) -> tuple[events.LinkedArticle, events.Story]:
+        article = tagged.article
+        if article.story_id != story.id:
+            # within linked_article/1 the article's story_id is the linked story; clean's copy link stays
+            # in duplicate_of
+            article = msgspec.structs.replace(article, story_id=story.id)
+        linked = events.LinkedArticle(id=tagged.id, article=article, language=tagged.language,
+                                      entities=tagged.entities, story=link.story_ref(story, decision))
+        return linked, link.story_event(story, tagged.id, changes)
+
+
+class StoriesStage:
+    """Links each tagged article to its story (Redis index, shared by every replica)."""
+
+    decl: ClassVar[pipeline.StageDecl] = pipeline.STORY_LINKING
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = redis_store.connect(settings)
+        self.encoder = Encoder(settings.story_embed_chars)
+        self.linker = Linker(RedisStoryStore(self.redis, settings), self.encoder, settings)
+        metrics.init_stories()
+
+    async def start(self) -> None:
+        await self.redis.ping()
+        await cpu(self.encoder.load)  # the weights load here, off the event loop, not on the first article
+
+    async def process(self, tagged: events.TaggedArticle) -> list[Emit]:
+        embedding = await cpu(self.linker.embed, tagged)
+        linked, story = await self.linker.assign(tagged, embedding)
+        return [Emit(LINKED, linked.id, linked), Emit(STORIES, story.id, story)]
