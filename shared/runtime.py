@@ -270,7 +270,7 @@ async def until_started(what: str, start: Callable[[], Awaitable[Any]], backoff:
 def _fetched_at(event: events.Event | None) -> float | None:
     if isinstance(event, events.RawPage | events.Article):
         return event.fetched_at
-    if isinstance(event, events.LabelledArticle | events.TaggedArticle):
+    if isinstance(event, events.LabelledArticle | events.TaggedArticle | events.LinkedArticle):
         return event.article.fetched_at
     return None
 

@@ -7,13 +7,14 @@ the CLI (``newswatch stories --jsonl``, an in-memory index) and the benchmark ca
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar
 
 import msgspec
 import numpy as np
 
 from services.stories import link
-from services.stories.encoder import Encoder
+from services.stories.encoder import DIMENSIONS, Encoder, title_and_lead
 from services.stories.store import RedisStoryStore, StoryStore
 from shared import events, metrics, pipeline, redis_store
 from shared.runtime import Emit, cpu
@@ -83,6 +84,47 @@ class Linker:
         return linked, link.story_event(story, tagged.id, changes)
 
 
+class EmbedBatcher:
+    """Articles that wait together are encoded in one forward pass: the encoder streams its weights once per
+    pass, so 8 texts cost 3.5 ms each instead of 5.9 (docs/choices.md). Nothing waits for a batch to fill:
+    the first article is encoded at once, and whatever arrived meanwhile goes in the next pass."""
+
+    MAX_BATCH = 16
+
+    def __init__(self, linker: Linker) -> None:
+        self.linker = linker
+        self.waiting: list[tuple[events.TaggedArticle, asyncio.Future[np.ndarray]]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def embed(self, tagged: events.TaggedArticle) -> np.ndarray:
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self.waiting.append((tagged, future))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._drain())
+        return await future
+
+    def _embed_many(self, items: list[events.TaggedArticle]) -> np.ndarray:
+        encoder = self.linker.encoder
+        return encoder.embed([title_and_lead(t.article.title, t.article.text, encoder.chars) for t in items])
+
+    async def _drain(self) -> None:
+        while self.waiting:
+            batch, self.waiting = self.waiting[:self.MAX_BATCH], self.waiting[self.MAX_BATCH:]
+            try:
+                if self.linker.encoder.chars <= 0:
+                    vectors = np.zeros((len(batch), DIMENSIONS), dtype=np.float32)
+                else:
+                    vectors = await cpu(self._embed_many, [t for t, _ in batch])
+            except Exception as exc:  # every article of the pass fails as the pass did (the runtime decides)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), vector in zip(batch, vectors, strict=True):
+                if not future.done():
+                    future.set_result(vector)
+
+
 class StoriesStage:
     """Links each tagged article to its story (Redis index, shared by every replica)."""
 
@@ -93,6 +135,7 @@ class StoriesStage:
         self.redis = redis_store.connect(settings)
         self.encoder = Encoder(settings.story_embed_chars)
         self.linker = Linker(RedisStoryStore(self.redis, settings), self.encoder, settings)
+        self.batcher = EmbedBatcher(self.linker)
         metrics.init_stories()
 
     async def start(self) -> None:
@@ -100,6 +143,6 @@ class StoriesStage:
         await cpu(self.encoder.load)  # the weights load here, off the event loop, not on the first article
 
     async def process(self, tagged: events.TaggedArticle) -> list[Emit]:
-        embedding = await cpu(self.linker.embed, tagged)
+        embedding = await self.batcher.embed(tagged)
         linked, story = await self.linker.assign(tagged, embedding)
         return [Emit(LINKED, linked.id, linked), Emit(STORIES, story.id, story)]

@@ -145,7 +145,7 @@ def test_a_broken_rules_edit_keeps_the_previous_rules(alerting: Alerting) -> Non
     alerting.rules.write_text("rules:\n  - {id: once, query: 'cessez-le-feu AND'}\n")
     time.sleep(5)  # the file is looked at every 2 s
     before = len(alerting.alerts(0, timeout=1, settle=0))
-    alerting.publish(tagged("b1", "Nouveau cessez-le-feu au Karabakh.", story="story-2"))
+    alerting.publish(tagged("b1", "Un nouveau cessez-le-feu au Karabakh a été annoncé jeudi.", story="story-2"))
     got = [a.id for a in alerting.alerts(before + 1)]
     assert "once:story-2" in got
     log = "".join(p.read_text() for p in alerting.workdir.glob("alert-*.log"))

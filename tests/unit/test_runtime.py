@@ -23,7 +23,7 @@ from shared.failures import Kind, PoisonInput, TransientError, classify
 from shared.retry import Backoff, parse_retry_after
 from shared.runtime import Emit, Headers, StageRunner, cpu
 from shared.settings import Settings
-from shared.topics import ALERTS, ARTICLES, DEAD_LETTER, LABELLED, RAW_PAGES, TAGGED
+from shared.topics import ALERTS, ARTICLES, DEAD_LETTER, LABELLED, LINKED, RAW_PAGES
 
 
 @pytest.mark.parametrize(("exc", "kind"), [
@@ -327,7 +327,7 @@ class AlertingStage:
     async def start(self) -> None:
         return None
 
-    async def process(self, tagged: events.TaggedArticle) -> Sequence[Emit]:
+    async def process(self, tagged: events.LinkedArticle) -> Sequence[Emit]:
         alert = events.Alert(id=f"r1:{tagged.id}", rule_id="r1", rule_name="R", story_id=tagged.id,
                              article_id=tagged.id, url="u", title="t", source="s", lang="fr", published="",
                              created_at=0.0, severity="critical")
@@ -345,8 +345,8 @@ def test_an_alert_counts_by_rule_and_severity_and_its_feed_to_alert_latency_once
     total = value("newswatch_feed_to_alert_seconds_sum", stage="alert") or 0.0
     skipped = value("newswatch_messages_once_skipped_total", stage="alert", topic="alerts") or 0.0
     fetched = time.time() - 42.0  # the page was fetched 42 s ago
-    tagged = events.TaggedArticle(id="t1", article=_article(), language=events.Language(
-        lang="fr", confidence=1.0, script="Latn"))
+    tagged = events.LinkedArticle(id="t1", article=_article(), language=events.Language(
+        lang="fr", confidence=1.0, script="Latn"), story=events.StoryRef(id="t1", outcome="new"))
     tagged.article.fetched_at = fetched
     broker = FakeBroker()
 
@@ -354,7 +354,7 @@ def test_an_alert_counts_by_rule_and_severity_and_its_feed_to_alert_latency_once
         client = aioredis.Redis.from_url(runtime_env.redis_url)
         runner = StageRunner(AlertingStage(), broker.send, client, runtime_env)
         for _ in range(2):  # the same input redelivered: the alert is not published, nor counted, again
-            await runner.handle(TAGGED.name(runtime_env.topic_prefix), 0, 3, b"t1", events.encode(tagged))
+            await runner.handle(LINKED.name(runtime_env.topic_prefix), 0, 3, b"t1", events.encode(tagged))
         await client.aclose()
 
     asyncio.run(go())

@@ -195,3 +195,27 @@ def test_a_story_rule_fires_once_per_crossing_across_a_restart(tmp_path: Path, r
     assert asyncio.run(run(articles[:1])) == []  # one language, one source: not yet
     assert asyncio.run(run(articles[1:2])) == ["breaking:story:b1"]  # two of each: the crossing
     assert asyncio.run(run(articles[2:])) == []  # a restarted service: still the same crossing
+
+
+def test_articles_waiting_together_are_encoded_in_one_pass_with_the_same_vectors() -> None:
+    from services.stories.stage import EmbedBatcher
+
+    linker = memory_linker()
+    batcher = EmbedBatcher(linker)
+    items = [tagged(f"e{n}", "fr", f"{CALL_FR[0]} {n}", CALL_FR[1]) for n in range(5)]
+    passes: list[int] = []
+    embed_many = batcher._embed_many
+
+    def counted(batch: list[events.TaggedArticle]) -> object:
+        passes.append(len(batch))
+        return embed_many(batch)
+
+    batcher._embed_many = counted  # type: ignore[method-assign,assignment]
+
+    async def go() -> list[object]:
+        return list(await asyncio.gather(*(batcher.embed(item) for item in items)))
+
+    vectors = asyncio.run(go())
+    assert sum(passes) == 5 and len(passes) < 5  # the first alone, the rest together
+    for item, vector in zip(items, vectors, strict=True):
+        assert float(vector @ linker.embed(item)) > 0.999
