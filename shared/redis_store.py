@@ -65,13 +65,14 @@ def as_bytes(value: object) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode("utf-8")
 
 
-_DELETE_IF_HOLDS = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
+# The compare-and-delete of ``delete_if_holds``; public for a pipeline that releases a claim with its writes.
+DELETE_IF_HOLDS = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
 
 
 async def delete_if_holds(client: aioredis.Redis, key: str, value: str) -> bool:
     """Delete ``key`` only while it still holds ``value`` (a claim given back by its own holder, not one
     another process took meanwhile), in one script. True if it was deleted."""
-    return bool(await client.eval(_DELETE_IF_HOLDS, 1, key, value))
+    return bool(await client.eval(DELETE_IF_HOLDS, 1, key, value))
 
 
 URL_INFLIGHT = "inflight"

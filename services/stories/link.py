@@ -231,8 +231,8 @@ def lsh_codes(vector: np.ndarray) -> list[str]:
 def index_terms(features: Features) -> list[str]:
     """The terms an article is found by, and finds its candidate stories by: its strongest entities,
     its longest names (long names are rarer) and its embedding's bands."""
-    entities = sorted(features.entities, key=lambda i: (-features.entities[i], i))[:12]
-    names = sorted(features.names, key=lambda n: (-len(n), n))[:12]
+    entities = sorted(features.entities, key=lambda i: (-features.entities[i], i))[:8]
+    names = sorted(features.names, key=lambda n: (-len(n), n))[:8]
     return ([f"e:{e}" for e in entities] + [f"n:{n}" for n in names]
             + [f"h:{code}" for code in lsh_codes(features.embedding)])
 

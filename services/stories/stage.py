@@ -38,32 +38,24 @@ class Linker:
         best-scoring candidate, or a new one; and the story's state after it."""
         features = link.features_of(tagged, embedding)
         terms = link.index_terms(features)
-        async with self.store.locked():
-            known = await self.store.story_of(tagged.id)
-            if known is not None:
-                stories = await self.store.load([known])
-                if stories:  # a redelivered article: the story as it is, nothing added
-                    story = stories[0]
-                    decision = link.Decision(story, 1.0, "repeat")
-                    return self._outputs(tagged, story, decision, [])
-            copy = None
-            if features.copy_of:
-                original = await self.store.story_of(features.copy_of)
-                found = await self.store.load([original or features.copy_of])
-                copy = found[0] if found else None
-            candidates = [] if copy is not None else await self.store.load(
-                await self.store.candidates(terms, features.at - self.window_s))
+        own = tagged.article.story_id or tagged.id
+        async with self.store.linking(tagged.id, features.copy_of, terms, features.at - self.window_s) as lookup:
+            original = (lookup.original or features.copy_of) if features.copy_of else None
+            wanted = list(dict.fromkeys(s for s in (lookup.known, original, own, *lookup.candidates) if s))
+            loaded = {story.id: story for story in await self.store.load(wanted)}
+            if lookup.known in loaded:  # a redelivered article: the story as it is, nothing added
+                story = loaded[lookup.known]
+                return self._outputs(tagged, story, link.Decision(story, 1.0, "repeat"), [])
+            copy = loaded.get(original) if original else None
+            candidates = [] if copy is not None else [loaded[c] for c in lookup.candidates if c in loaded]
             decision = link.decide(features, candidates, self.threshold, self.window_s, copy)
+            if decision.story is None and own in loaded:  # its id is a story already (copies came first)
+                decision = link.Decision(loaded[own], 1.0, "copy")
             if decision.story is None:
-                story_id = tagged.article.story_id or tagged.id
-                taken = await self.store.load([story_id])  # its id is a story already (copies came first)
-                if taken:
-                    decision = link.Decision(taken[0], 1.0, "copy")
-            if decision.story is None:
-                story, changes = link.new_story(tagged.article.story_id or tagged.id, features), ["new"]
+                story, changes = link.new_story(own, features), ["new"]
             else:
                 story, changes = link.absorb(decision.story, features)
-            await self.store.save(story, features, terms)
+            await self.store.save(story, features, terms, lookup)
         metrics.STORY_LINKS.labels(decision.outcome).inc()
         if decision.outcome != "new":
             metrics.STORY_SIZE.observe(story.article_count)

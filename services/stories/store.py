@@ -5,9 +5,9 @@ decision itself is link.py's.
 Redis keys (docs/operations.md has their sizes):
 - ``nw:story:s:<story>``: the story's summary (msgpack: counts, languages, sources, titles, entity
   weights, names, numbers, and its centroid as 512 float16), expiring a day after the window ends;
-- ``nw:story:ix:<term>``: sorted set story → last seen, of the 64 most recent stories that have the
-  term (an entity id, a name, an embedding band). A lookup reads at most 64 ids per term of the article,
-  so its cost does not grow with the number of stories; it expires with the window;
+- ``nw:story:ix:<term>``: sorted set story → last seen, of the most recent stories (about 48) that have
+  the term (an entity id, a name, an embedding band). A lookup reads the 16 most recent ids per term of
+  the article, so its cost does not grow with the number of stories; it expires with the window;
 - ``nw:story:a:<article>``: the story an article joined (a redelivered article, or a copy clean
   pointed at its original, finds it), for ``NEWSWATCH_DEDUP_TTL_DAYS`` like the alert keys;
 - ``nw:story:m:<story>``: sorted set of the story's articles (article, language, source) by time, the
@@ -23,7 +23,9 @@ import asyncio
 import contextlib
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import msgspec
@@ -35,7 +37,9 @@ from shared import redis_store
 from shared.failures import TransientError
 from shared.settings import Settings
 
-INDEX_CAP = 64  # story ids kept per term
+INDEX_CAP = 48  # story ids kept per term (about: the trim runs on a quarter of the writes)
+READ_CAP = 16  # the most recent story ids read per term of an article
+TRIM_EVERY = 4
 MEMBERS_CAP = 500
 LOCK_KEY = "nw:story:lock"
 LOCK_LEASE_MS = 10_000
@@ -108,27 +112,45 @@ class Member(msgspec.Struct, frozen=True):
     at: float
 
 
+@dataclass
+class Lookup:
+    """What the index says of an article when linking starts: the story it joined already (a redelivery),
+    the story of the article clean says it copies, and candidate stories for its terms."""
+
+    known: str | None
+    original: str | None
+    candidates: list[str]
+    token: str = ""  # the lock's holder
+    released: bool = False
+
+
 class StoryStore(Protocol):
-    """What linking needs of an index. Every method but ``locked`` may be called only inside it."""
+    """What linking needs of an index. ``linking`` holds the index for one article (the lock, and the
+    look-up, in one round trip); ``load`` and ``save`` are called inside it, ``save`` at most once."""
 
-    def locked(self) -> contextlib.AbstractAsyncContextManager[None]: ...
-
-    async def story_of(self, article_id: str) -> str | None: ...
-
-    async def candidates(self, terms: Sequence[str], since: float) -> list[str]: ...
+    def linking(self, article_id: str, copy_of: str, terms: Sequence[str],
+                since: float) -> contextlib.AbstractAsyncContextManager[Lookup]: ...
 
     async def load(self, story_ids: Sequence[str]) -> list[link.StorySummary]: ...
 
-    async def save(self, story: link.StorySummary, features: link.Features, terms: Sequence[str]) -> None: ...
+    async def save(self, story: link.StorySummary, features: link.Features, terms: Sequence[str],
+                   lookup: Lookup) -> None: ...
 
     async def members(self, story_id: str, since: float) -> list[Member]: ...
 
     async def recent(self, since: float, limit: int) -> list[link.StorySummary]: ...
 
 
-def rank(hits: dict[str, int], last_seen: dict[str, float], limit: int) -> list[str]:
-    """Candidates by the number of the article's terms they share, then the most recent first."""
-    return sorted(hits, key=lambda s: (-hits[s], -last_seen.get(s, 0.0), s))[:limit]
+def rank(hits: dict[str, int], recency: dict[str, int], limit: int) -> list[str]:
+    """Candidates by the number of the article's terms they share, then the most recent first (``recency``:
+    the best place a story had in a term's most-recent-first list)."""
+    return sorted(hits, key=lambda s: (-hits[s], recency.get(s, 0), s))[:limit]
+
+
+def trims(article_id: str, key: str) -> bool:
+    """Whether this write trims ``key`` to its cap: a quarter of the writes, chosen by a hash (the same
+    choice for a redelivery), so that a set stays near its cap at a quarter of the commands."""
+    return zlib.crc32(f"{article_id}|{key}".encode()) % TRIM_EVERY == 0
 
 
 CANDIDATES = 24  # stories scored per article: the best by shared terms
@@ -143,38 +165,41 @@ class RedisStoryStore:
         self.instance = uuid.uuid4().hex
 
     @contextlib.asynccontextmanager
-    async def locked(self) -> AsyncIterator[None]:
+    async def linking(self, article_id: str, copy_of: str, terms: Sequence[str],
+                      since: float) -> AsyncIterator[Lookup]:
+        """Takes the lock and reads what linking needs in the same round trip (the reads run after the SET NX
+        on the server, so they see every write of the lock's previous holder, made before its release)."""
         token = f"{self.instance}:{uuid.uuid4().hex[:8]}"
         deadline = time.monotonic() + LOCK_WAIT_S
         pause = 0.001
-        while not await self.redis.set(LOCK_KEY, token, nx=True, px=LOCK_LEASE_MS):
+        while True:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(LOCK_KEY, token, nx=True, px=LOCK_LEASE_MS)
+            pipe.get(article_key(article_id))
+            pipe.get(article_key(copy_of or article_id))
+            for term in terms:
+                pipe.zrevrangebyscore(term_key(term), "+inf", since, start=0, num=READ_CAP)
+            replies = await pipe.execute()
+            if replies[0]:
+                break
             if time.monotonic() > deadline:
                 raise TransientError(f"the story lock ({LOCK_KEY}) stayed held for {LOCK_WAIT_S:.0f} s")
             await asyncio.sleep(pause)
             pause = min(0.05, pause * 2)
-        try:
-            yield
-        finally:
-            await redis_store.delete_if_holds(self.redis, LOCK_KEY, token)
-
-    async def story_of(self, article_id: str) -> str | None:
-        held = await self.redis.get(article_key(article_id))
-        return redis_store.as_str(held) if held is not None else None
-
-    async def candidates(self, terms: Sequence[str], since: float) -> list[str]:
-        if not terms:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for term in terms:
-            pipe.zrevrangebyscore(term_key(term), "+inf", since, start=0, num=INDEX_CAP, withscores=True)
+        known, original = (redis_store.as_str(r) if r is not None else None for r in replies[1:3])
         hits: dict[str, int] = {}
-        last: dict[str, float] = {}
-        for found in await pipe.execute():
-            for member, score in found:
+        recency: dict[str, int] = {}
+        for found in replies[3:]:
+            for place, member in enumerate(found):
                 sid = redis_store.as_str(member)
                 hits[sid] = hits.get(sid, 0) + 1
-                last[sid] = max(last.get(sid, 0.0), float(score))
-        return rank(hits, last, CANDIDATES)
+                recency[sid] = min(recency.get(sid, place), place)
+        lookup = Lookup(known, original if copy_of else None, rank(hits, recency, CANDIDATES), token)
+        try:
+            yield lookup
+        finally:
+            if not lookup.released:
+                await redis_store.delete_if_holds(self.redis, LOCK_KEY, token)
 
     async def load(self, story_ids: Sequence[str]) -> list[link.StorySummary]:
         if not story_ids:
@@ -189,27 +214,26 @@ class RedisStoryStore:
         pipe.set(article_key(features.article_id), story.id, ex=self.article_ttl)
         member = msgspec.json.encode(Member(features.article_id, features.lang, features.source, features.at))
         pipe.zadd(members_key(story.id), {member: features.at})
-        pipe.zremrangebyrank(members_key(story.id), 0, -MEMBERS_CAP - 1)
+        if trims(features.article_id, members_key(story.id)):
+            pipe.zremrangebyrank(members_key(story.id), 0, -MEMBERS_CAP - 1)
         pipe.expire(members_key(story.id), self.story_ttl)
         for term in terms:
             key = term_key(term)
             pipe.zadd(key, {story.id: story.last_seen})
-            pipe.zremrangebyrank(key, 0, -INDEX_CAP - 1)
+            if trims(features.article_id, key):
+                pipe.zremrangebyrank(key, 0, -INDEX_CAP - 1)
             pipe.expire(key, int(self.window_s + 3600))
         pipe.zadd(RECENT_KEY, {story.id: story.last_seen})
 
-    async def save(self, story: link.StorySummary, features: link.Features, terms: Sequence[str]) -> None:
+    async def save(self, story: link.StorySummary, features: link.Features, terms: Sequence[str],
+                   lookup: Lookup) -> None:
+        """The story's writes and the lock's release, in one round trip (the release last)."""
         pipe = self.redis.pipeline(transaction=False)
         self._write(pipe, story, features, terms)
         # stories that ended before the window leave the recent set (amortised: a few at a time)
         pipe.zremrangebyscore(RECENT_KEY, "-inf", features.at - self.window_s - 86400)
-        await pipe.execute()
-
-    async def save_many(self, items: Sequence[tuple[link.StorySummary, link.Features]]) -> None:
-        """Many stories in one pipeline (the benchmark fills the index with it)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for story, features in items:
-            self._write(pipe, story, features, link.index_terms(features))
+        pipe.eval(redis_store.DELETE_IF_HOLDS, 1, LOCK_KEY, lookup.token)
+        lookup.released = True
         await pipe.execute()
 
     async def members(self, story_id: str, since: float) -> list[Member]:
@@ -234,27 +258,24 @@ class MemoryStoryStore:
         self._lock = asyncio.Lock()
 
     @contextlib.asynccontextmanager
-    async def locked(self) -> AsyncIterator[None]:
+    async def linking(self, article_id: str, copy_of: str, terms: Sequence[str],
+                      since: float) -> AsyncIterator[Lookup]:
         async with self._lock:
-            yield
-
-    async def story_of(self, article_id: str) -> str | None:
-        return self.articles.get(article_id)
-
-    async def candidates(self, terms: Sequence[str], since: float) -> list[str]:
-        hits: dict[str, int] = {}
-        last: dict[str, float] = {}
-        for term in terms:
-            found = sorted(((t, s) for s, t in self.index.get(term, {}).items() if t >= since), reverse=True)
-            for seen, sid in found[:INDEX_CAP]:
-                hits[sid] = hits.get(sid, 0) + 1
-                last[sid] = max(last.get(sid, 0.0), seen)
-        return rank(hits, last, CANDIDATES)
+            hits: dict[str, int] = {}
+            recency: dict[str, int] = {}
+            for term in terms:
+                found = sorted(((t, s) for s, t in self.index.get(term, {}).items() if t >= since), reverse=True)
+                for place, (_, sid) in enumerate(found[:READ_CAP]):
+                    hits[sid] = hits.get(sid, 0) + 1
+                    recency[sid] = min(recency.get(sid, place), place)
+            yield Lookup(self.articles.get(article_id), self.articles.get(copy_of) if copy_of else None,
+                         rank(hits, recency, CANDIDATES))
 
     async def load(self, story_ids: Sequence[str]) -> list[link.StorySummary]:
         return [self.stories[s] for s in story_ids if s in self.stories]
 
-    async def save(self, story: link.StorySummary, features: link.Features, terms: Sequence[str]) -> None:
+    async def save(self, story: link.StorySummary, features: link.Features, terms: Sequence[str],
+                   lookup: Lookup) -> None:
         self.stories[story.id] = story
         self.articles[features.article_id] = story.id
         members = self.story_members.setdefault(story.id, [])
