@@ -219,3 +219,45 @@ def test_articles_waiting_together_are_encoded_in_one_pass_with_the_same_vectors
     assert sum(passes) == 5 and len(passes) < 5  # the first alone, the rest together
     for item, vector in zip(items, vectors, strict=True):
         assert float(vector @ linker.embed(item)) > 0.999
+
+
+def test_stories_jsonl_links_in_order_as_the_stage_does() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from newswatch.cli import app
+
+    lines = [{"id": "ar", "title": CALL_AR[0], "text": CALL_AR[1], "source": "mashriq",
+              "published": "2026-03-14T09:30:00+00:00"},
+             {"id": "fr", "title": CALL_FR[0], "text": CALL_FR[1], "source": "courrier",
+              "published": "2026-03-14T12:00:00+00:00"},
+             {"id": "visit", "title": VISIT_FR[0], "text": VISIT_FR[1], "published": "2026-03-14T13:00:00Z"},
+             {"id": "bad", "title": "no text"},
+             {"id": "late", "title": CALL_FR[0], "text": CALL_FR[1], "published": "2026-04-20T12:00:00Z"}]
+    result = CliRunner().invoke(app, ["stories", "--jsonl"], input="".join(json.dumps(x) + "\n" for x in lines))
+    out = [json.loads(x) for x in result.output.splitlines() if x.startswith("{")]
+    assert [o["id"] for o in out] == ["ar", "fr", "visit", "bad", "late"]
+    assert out[0]["story_id"] == out[1]["story_id"] == "ar" and out[1]["outcome"] == "linked"
+    assert sorted(out[1]["story_languages"]) == ["ar", "fr"] and out[0]["lang"] == "ar"
+    assert out[2]["story_id"] == "visit" and "error" in out[3]
+    assert out[4]["story_id"] == "late"  # the same words five weeks later: past the window, another story
+    assert result.exit_code == 1  # a line failed: said on its line and by the exit code
+
+
+def test_the_alert_display_follows_its_story_into_a_new_language() -> None:
+    from newswatch.runner import StoryFollower, format_alert
+
+    alert = events.Alert(id="k:ar1", rule_id="k", rule_name="K", story_id="ar1", article_id="ar1", url="u",
+                         title="t", source="mashriq", lang="ar", published="", created_at=0.0,
+                         story_languages=["ar"], story_sources=["mashriq"], story_articles=1)
+    assert "story: 1 article in ar from 1 source" in str(format_alert(alert))
+    follower = StoryFollower()
+    assert follower.alert(alert) is None
+    grown = events.Story(id="ar1", first_seen=0.0, last_seen=1.0, article_count=2, languages=["ar", "fr"],
+                         sources=["mashriq", "courrier"], titles={"ar": "a", "fr": "f"})
+    line = follower.story(grown)
+    assert line is not None and "ar, fr" in str(line) and "now also in fr" in str(line)
+    assert follower.story(grown) is None  # nothing new: no line
+    assert follower.story(events.Story(id="other", first_seen=0.0, last_seen=1.0, article_count=5,
+                                       languages=["en"], sources=["s"], titles={})) is None  # never alerted
