@@ -39,8 +39,9 @@ robots.txt (RFC 9309), what fetch does with each answer of ``/robots.txt``:
 allowed" would crawl hardest the server that asked for less.
 
 A ``FetchError`` is ``permanent`` when retrying cannot help (robots.txt disallows, size cap,
-refused address or content type, too many redirects); a network error, a timeout, the deadline
-and a robots.txt answering 429/5xx are not."""
+refused address or content type, too many redirects, a response head h11 refuses: over 16 KiB,
+too many or malformed headers); a network error, a timeout, the deadline, a connection closed
+early and a robots.txt answering 429/5xx (or not at all) are not."""
 
 from __future__ import annotations
 
@@ -245,6 +246,19 @@ HTTP_ERRORS: tuple[type[Exception], ...] = (
     httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
     httpcore.ProxyError, httpcore.LocalProtocolError, httpcore.RemoteProtocolError,
 )
+
+
+# What h11 says of a response head it will not read, which the server sends the same every time: a
+# header line or a head over its 16 KiB limit ("Receive buffer too long"; 10,000 headers or one of
+# 1 MB), or too many or malformed header lines. Retrying such a server 8 times is 8 times for nothing.
+_SAME_EVERY_TIME = re.compile(r"receive buffer too long|too many header|header.*too (long|large)|"
+                              r"illegal header|invalid header", re.IGNORECASE)
+
+
+def answers_the_same(exc: BaseException) -> bool:
+    """Whether a protocol error is the server's answer itself (final), not a connection's accident
+    (a server that closed the connection early, an interrupted read: retried)."""
+    return isinstance(exc, httpcore.RemoteProtocolError) and bool(_SAME_EVERY_TIME.search(str(exc)))
 
 
 @dataclass
@@ -657,7 +671,7 @@ class PoliteClient:
             except TimeoutError as exc:
                 raise FetchError(f"{url}: no complete answer within the {self.deadline:g} s deadline") from exc
             except HTTP_ERRORS as exc:
-                raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from exc
+                raise FetchError(f"{url}: {type(exc).__name__}: {exc}", permanent=answers_the_same(exc)) from exc
             except httpx.InvalidURL as exc:
                 raise FetchError(f"{url}: invalid URL: {exc}", permanent=True) from exc
 
