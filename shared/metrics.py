@@ -28,7 +28,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from shared import pipeline
+from shared import health, pipeline
 from shared.failures import Kind, dependency
 from shared.health import Liveness
 from shared.pipeline import ServiceDecl, StageDecl
@@ -205,8 +205,11 @@ def init_webhooks() -> None:
 
 
 def dependency_error(stage: str, exc: BaseException) -> None:
-    """A transient failure, retried: counted against the dependency it is blamed on."""
-    DEPENDENCY_ERRORS.labels(stage, dependency(exc)).inc()
+    """A transient failure, retried: counted against the dependency it is blamed on (and told to the
+    liveness check, which reports a dependency failing for long: ``shared.health``)."""
+    blamed = dependency(exc)
+    DEPENDENCY_ERRORS.labels(stage, blamed).inc()
+    health.dependency_failed(stage, blamed)
 
 
 def poll(source: str, outcome: str, status: int | None) -> None:
@@ -244,8 +247,11 @@ class LagExporter(threading.Thread):
         except Exception as exc:
             for stage, _ in self.stages.values():
                 DEPENDENCY_ERRORS.labels(stage, "broker").inc()
+                health.dependency_failed(stage, "broker")
             log.warning("consumer lag not read", extra={"error": repr(exc)[:500]})
             return False
+        for stage, _ in self.stages.values():
+            health.dependency_ok(stage, "broker")
         for (topic, partition), value in lag.items():
             stage, suffix = self.stages[topic]
             CONSUMER_LAG.labels(stage, suffix, str(partition)).set(value)

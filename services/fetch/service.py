@@ -4,9 +4,12 @@ Per source, a loop polls its feeds, sitemaps and pages every ``poll_seconds`` an
 wakes for the pages whose retry is due. Every article URL that has no state
 (``shared.redis_store``: ``nw:url:<id>``) and is not waiting for a retry is fetched and published.
 Once the broker has acknowledged the page, its URL is in flight for
-``NEWSWATCH_INFLIGHT_TTL_SECONDS``; the alert stage, the last one, marks it done once it has the
-article and its alerts are on the broker. A page lost on the way is fetched again once the
-in-flight mark expires, while its feed lists it.
+``NEWSWATCH_INFLIGHT_TTL_SECONDS``, in the name of this process (``inflight:<replica>``, and in its
+hash ``nw:fetch:inflight:<replica>``); the alert stage, the last one, marks it done once it has the
+article and its alerts are on the broker. A page whose publisher is gone (its heartbeat
+``nw:fetch:publisher:<replica>`` expired) is taken over by another fetch process and fetched again
+at once (``take_over``); a page lost while its publisher runs is fetched again once the in-flight
+mark expires, while its feed lists it.
 
 HTTP policy for article pages (after redirects, each hop checked by ``politeness.PoliteClient``):
 
@@ -17,9 +20,11 @@ HTTP policy for article pages (after redirects, each hop checked by ``politeness
 | host's robots.txt answering 429/5xx            | Retry-After (capped at 1 h) or else the shared Backoff;   |
 |                                                | given up after ``max_attempts`` (8) attempts              |
 | 404, 410                                       | given up at once                                          |
-| other 4xx, 3xx not followed, too many          | given up at once                                          |
-| redirects, 204/205, other statuses, robots.txt |                                                           |
-| refusal, size cap, non-public address          |                                                           |
+| other 4xx, 3xx not followed, too many          | given up at once (a page taken over from a dead process:  |
+| redirects, 204/205, other statuses, robots.txt | left unknown instead, for its feed to list it again)      |
+| refusal, size cap, non-public address, a       |                                                           |
+| response head h11 refuses (over 100 KiB: too   |                                                           |
+| many or too long headers)                      |                                                           |
 | a page over the broker's message cap (poison)  | given up                                                  |
 
 "Given up" = ``nw:url:<id>`` set to ``failed: <reason>`` for ``NEWSWATCH_URL_TTL_DAYS``. Every page
@@ -33,8 +38,11 @@ an ok or unchanged poll sets ``newswatch_fetch_last_success_timestamp_seconds{so
 
 | answer                                   | action                                                        |
 |------------------------------------------|---------------------------------------------------------------|
-| 2xx                                      | parsed (outcome ok; a body that is no feed/sitemap: error);   |
-|                                          | ETag / Last-Modified kept for the next conditional GET        |
+| 2xx                                      | parsed (outcome ok); ETag / Last-Modified kept for the next   |
+|                                          | conditional GET; links with another scheme or over 2,048      |
+|                                          | characters refused (``newswatch_fetch_refused_total``, logged |
+|                                          | once); a body that is no feed/sitemap: error, backed off as   |
+|                                          | below (a login page answered with 200 at every poll)          |
 | 304                                      | unchanged (a sitemap index's children are still polled)       |
 | 408, 429, 5xx, network error or timeout  | error; the feed is not polled again before Retry-After (capped |
 |                                          | at 1 h) or else the shared Backoff (outcome backoff meanwhile) |
@@ -68,6 +76,8 @@ Redis keys of fetch (besides ``nw:url:<id>``):
   feeds, or seen by two replicas, is fetched once); it expires ``NEWSWATCH_HTTP_DEADLINE`` + 30 s
   after it was taken, so a page whose fetcher was killed waits that long at most.
 - ``nw:fetch:host:<host:port>`` and ``nw:fetch:robots:<origin>``: see ``politeness``.
+- ``nw:fetch:publisher:<replica>`` (heartbeat, 15 s, beaten every 4 s), ``nw:fetch:publishers`` (set)
+  and ``nw:fetch:inflight:<replica>`` (hash: article id → item): see ``shared.redis_store``.
 
 A feed or sitemap listed twice (in one source or two, same normalised URL) is polled once, under
 the first source listing it.
@@ -106,7 +116,7 @@ from services.fetch.feeds import (
     screen,
 )
 from services.fetch.politeness import FetchError, PoliteClient, Reservation, Response, host_key, reserve_lua
-from shared import events, metrics, pipeline, redis_store
+from shared import events, health, metrics, pipeline, redis_store
 from shared.failures import Kind, PoisonInput, classify
 from shared.retry import Backoff, parse_retry_after
 from shared.runtime import Emit, cpu
@@ -412,6 +422,7 @@ class FetchStage:
         while not stop.is_set():
             try:
                 await self.beat()
+                health.dependency_ok(STAGE, "redis")
                 await self.take_over(stop)
             except asyncio.CancelledError:
                 raise
@@ -956,6 +967,7 @@ class FetchStage:
                     self._due_hint[source.id] = min(due, refresh) if due is not None else refresh
                 wake = min([*next_doc.values(), next_pages if source.pages else float("inf")])
                 wait = min(wake - time.monotonic(), self._due_hint[source.id] - time.time())
+                health.dependency_ok(STAGE, "redis")  # a whole step without a failure: Redis answered
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one broken source must not stop the others

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -273,3 +274,61 @@ def test_a_runner_killed_with_a_page_in_flight_alerts_it_once_within_a_minute_of
         rule for rule, story in EXPECTED_ALERTS if story == story_key(target))  # each of its alerts once
     assert took < 60, took
     assert any("drained" in line for line in second.lines), "\n".join(second.lines[-30:])
+
+
+def test_a_run_on_real_sources_obeys_their_robots_txt_by_rfc_9309(tmp_path: Path) -> None:
+    # issue 21, case 1, through `newswatch run --sources`: a site whose robots.txt uses wildcards, $
+    # and Allow inside a Disallow; fetch asks exactly the pages RFC 9309 allows
+    from tests.unit.test_robots import ISSUE_CASE
+
+    requests: list[str] = []
+    page = (b"<html><head><title>Karabakh: talks resume</title></head><body><article><h1>Karabakh: talks resume"
+            b"</h1><p>Armenia and Azerbaijan resumed talks on Nagorno-Karabakh in Moscow on Tuesday, the foreign "
+            b"ministry said, after a month without contact between the two delegations.</p></article></body>"
+            b"</html>")
+
+    class Site(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            host = self.headers["Host"]
+            if self.path == "/robots.txt":
+                body, kind = ISSUE_CASE.encode(), "text/plain"
+            elif self.path == "/feed.xml":
+                items = "".join(f"<item><title>{p}</title><link>http://{host}{p}</link></item>" for p in LISTED)
+                body = (f'<?xml version="1.0"?><rss version="2.0"><channel><title>S</title>{items}</channel>'
+                        "</rss>").encode()
+                kind = "application/rss+xml"
+            else:
+                body, kind = page, "text/html; charset=utf-8"
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    site = ThreadingHTTPServer(("127.0.0.1", 0), Site)
+    threading.Thread(target=site.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    host = f"127.0.0.1:{site.server_address[1]}"
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(f"sources:\n  - id: rfc-site\n    feeds: [http://{host}/feed.xml]\n    poll_seconds: 1\n")
+    try:
+        run = Run(tmp_path, local.free_port(), "--sources", str(sources), "--rules", str(ROOT / "config/rules.yaml"),
+                  "--duration", "45", "--drain-seconds", "30",
+                  env={"NEWSWATCH_ALLOW_HOSTS": host, "NEWSWATCH_HOST_DELAY_SECONDS": "0.05"})
+        run.finish()
+    finally:
+        site.shutdown()
+    asked = {p for p in requests if p not in ("/robots.txt", "/feed.xml")}
+    fetch_log = (tmp_path / "logs" / "fetch.log").read_text()
+    print(f"robots run: pages asked {sorted(asked)}")
+    assert asked == {"/news/public/open.html", "/tmp/keep"}, asked
+    refused = {json.loads(line)["url"].split(host, 1)[1] for line in fetch_log.splitlines()
+               if '"page given up"' in line and "disallowed by robots.txt" in line}
+    assert refused == {"/story.html?print=1", "/index.php", "/news/x.html"}, refused
+    assert requests.count("/robots.txt") == 1  # read once, kept for the hour
+
+
+LISTED = ["/story.html?print=1", "/index.php", "/news/public/open.html", "/tmp/keep", "/news/x.html"]
