@@ -8,7 +8,8 @@ service's private keys are documented beside its code (``services/clean/dedup.py
   TTL) when it publishes the page; the alert stage, the last one, sets ``done`` (long TTL) once it
   has matched the tagged article and its alerts are on the broker. A URL is fetched only while it is
   neither, so a page lost on the way (a broker that died with it) is fetched again, and a finished
-  one never is.
+  one never is. A page a stage dead-letters is given up (``failed: dead-lettered by <stage>: …``,
+  ``give_up_url``, by the runtime).
 - ``nw:fetch:inflight:<publisher>`` (hash: article id → the item, JSON), ``nw:fetch:publisher:<id>``
   (heartbeat, ``PUBLISHER_TTL_SECONDS``) and ``nw:fetch:publishers`` (set of ids): the pages each
   fetch process has in flight, and whether it still runs. The alert stage's ``done`` takes the page
@@ -150,6 +151,30 @@ return 1
 
 async def mark_url_done(client: aioredis.Redis, article_id: str, ttl_seconds: float) -> None:
     await client.eval(_MARK_DONE, 1, url_key(article_id), max(1, int(ttl_seconds)), INFLIGHT_PREFIX, article_id)
+
+
+# KEYS: the URL's state; ARGV: TTL, the in-flight hashes' prefix, the article id, the new state. Only a URL
+# still in flight is given up (one done, or given up already, stays as it is).
+_GIVE_UP = """
+local was = redis.call('GET', KEYS[1])
+if not was or (was ~= 'inflight' and string.sub(was, 1, 9) ~= 'inflight:') then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[1])
+if string.sub(was, 1, 9) == 'inflight:' then
+  redis.call('HDEL', ARGV[2] .. string.sub(was, 10), ARGV[3])
+end
+return 1
+"""
+
+
+async def give_up_url(client: aioredis.Redis, article_id: str, reason: str, ttl_seconds: float) -> bool:
+    """A page in flight that a stage dead-lettered will not come through: its URL is given up
+    (``failed: …``, as fetch gives up a page), so it is neither fetched again at every expiry of its
+    in-flight mark nor counted in flight. True if it was in flight."""
+    state = f"failed: {reason}"[:500]
+    return bool(await client.eval(_GIVE_UP, 1, url_key(article_id), max(1, int(ttl_seconds)), INFLIGHT_PREFIX,
+                                  article_id, state))
 
 
 def pages_in_flight(client: redis.Redis) -> dict[str, int]:

@@ -437,6 +437,28 @@ class StageRunner:
                                                                         "error": repr(send_exc)[:500]})
                 await self.backoff.sleep(attempt)
         metrics.DEAD_LETTERED.labels(self.name, self.input.suffix).inc()
+        if key and self.input.key == "article id":
+            await self._give_up_url(key.decode("utf-8", "replace"), letter.reason)
+
+    async def _give_up_url(self, article: str, reason: str) -> None:
+        """The page of a dead-lettered article will not come through: its URL is given up, not left in
+        flight (where fetch took it again at every expiry, and the local runner's drain waited on it)."""
+        attempt = 0
+        while True:
+            try:
+                await redis_store.give_up_url(self.outlet.redis, article, f"dead-lettered by {self.name}: {reason}",
+                                              self.settings.url_ttl_days * 86400)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if classify(exc) is not Kind.TRANSIENT:
+                    log.warning("dead-lettered page not marked given up", extra={"stage": self.name,
+                                                                                "error": repr(exc)[:500]})
+                    return
+                attempt += 1
+                metrics.dependency_error(self.name, exc)
+                await self.backoff.sleep(attempt)
 
 
 class OnceSender:
