@@ -4,7 +4,9 @@ measured by the server.
 
 - The server (one process, a raw asyncio HTTP/1.1 server on 127.0.0.1, keep-alive) answers
   ``http://h<N>.test:<port>/feed/<M>.xml``: an RSS feed of 5 items whose ETag changes every
-  ``--change-seconds`` (staggered per feed), else 304 to a conditional GET; ``/robots.txt`` is 404.
+  ``--change-seconds`` (staggered per feed), else 304 to a conditional GET; ``/robots.txt`` is a news
+  site's (``NEWS_ROBOTS``: wildcards, ``$``, Allow inside Disallow, other crawlers' groups), so every
+  poll's URL goes through the robots.txt matcher (``--robots none``: 404, nothing to match).
   It records, per Host, the gap between two requests' arrivals (its own clock).
 - The fetcher is the real ``FetchStage`` (leases, adaptive-interval bookkeeping, conditional GET,
   robots.txt, the Redis host reservation, PinnedBackend), pinned to one core, with the ``h<N>.test``
@@ -13,7 +15,7 @@ measured by the server.
 - Polls per second = feed requests answered by the server during the measured window / its length.
 
 Usage: python bench/fetch.py [--seconds 20] [--warmup 45] [--hosts 500] [--feeds 5000] [--host-delay 0.5]
-       [--poll 8] [--change-seconds 600]
+       [--poll 8] [--change-seconds 600] [--robots news|none]
 """
 
 from __future__ import annotations
@@ -48,6 +50,33 @@ from shared.settings import Settings
 TARGET_POLLS = 500.0
 ITEMS_PER_FEED = 5
 
+# What a news site's robots.txt looks like (print views, search, tracking parameters, AI crawlers).
+NEWS_ROBOTS = b"""\
+User-agent: *
+Disallow: /*?print=
+Disallow: /*&print=
+Disallow: /*?utm_
+Disallow: /*.php$
+Disallow: /search
+Disallow: /recherche/
+Disallow: /account/
+Disallow: /api/
+Allow: /api/public/
+Disallow: /tmp
+Allow: /tmp/keep$
+Disallow: /*/comments$
+Disallow: /embed/*
+Crawl-delay: 0.1
+
+User-agent: GPTBot
+Disallow: /
+
+User-agent: CCBot
+Disallow: /
+
+Sitemap: https://www.example.org/sitemap-news.xml
+"""
+
 
 # --- the simulated server (its own process) ------------------------------------------------------
 
@@ -66,6 +95,7 @@ class SimServer(asyncio.Protocol):
     stats: ClassVar[dict[str, Any]] = {"feeds": 0, "not_modified": 0, "other": 0, "last": {}, "min_gap": {}, "gaps": 0}
     port = 0
     change_seconds = 60.0
+    robots: bytes | None = None
     start_of_window = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -107,6 +137,11 @@ class SimServer(asyncio.Protocol):
             self.transport.write(f"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\nETag: {etag}\r\n"
                                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
             return
+        if path == "/robots.txt" and self.robots is not None:
+            stats["other"] += 1
+            self.transport.write(f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {len(self.robots)}"
+                                 "\r\n\r\n".encode() + self.robots)
+            return
         if path == "/__stats":
             body = json.dumps({k: v for k, v in stats.items() if k != "last"}).encode()
         elif path == "/__window":
@@ -122,9 +157,10 @@ class SimServer(asyncio.Protocol):
                              .encode() + body)
 
 
-def serve(port: int, change_seconds: float, cpu: int | None) -> None:
+def serve(port: int, change_seconds: float, cpu: int | None, robots: bytes | None) -> None:
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
+    SimServer.robots = robots
     SimServer.port = port
     SimServer.change_seconds = change_seconds
     SimServer.start_of_window = float("inf")
@@ -223,13 +259,16 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=8.0,
                         help="poll interval of every feed (8 s: 625 polls/s offered, above the 500 to sustain)")
     parser.add_argument("--change-seconds", type=float, default=600.0, help="a feed changes this often")
+    parser.add_argument("--robots", choices=("news", "none"), default="news",
+                        help="robots.txt of every host: a news site's (NEWS_ROBOTS) or none (404)")
     args = parser.parse_args()
 
     cores = sorted(os.sched_getaffinity(0))
     fetch_cpu, server_cpu = cores[0], (cores[1] if len(cores) > 1 else None)
     port = local.free_port()
-    server = multiprocessing.get_context("spawn").Process(target=serve, args=(port, args.change_seconds, server_cpu),
-                                                          daemon=True)
+    robots = NEWS_ROBOTS if args.robots == "news" else None
+    server = multiprocessing.get_context("spawn").Process(target=serve, args=(port, args.change_seconds, server_cpu,
+                                                                              robots), daemon=True)
     server.start()
     redis_port = local.free_port()
     with tempfile.TemporaryDirectory() as tmp:

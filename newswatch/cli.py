@@ -337,7 +337,9 @@ def health(name: Annotated[str, typer.Argument(help="fetch, clean, langdetect, e
            timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer")] = 5.0) -> None:
     """Liveness of a running service (the containers' health check): exit 0 when it is consuming (or has
     nothing waiting), 1 with the reason when a stage has had input waiting without finishing any for
-    NEWSWATCH_STALL_SECONDS, a stage died, its event loop is blocked, or it does not answer."""
+    NEWSWATCH_STALL_SECONDS, a stage died, its event loop is blocked, or it does not answer. A stage whose
+    Redis or broker has failed at every attempt for NEWSWATCH_DEPENDENCY_SECONDS is printed "degraded",
+    naming the dependency, and exits 0: restarting it would not bring the dependency back."""
     import urllib.error
     import urllib.request
 

@@ -14,7 +14,8 @@ with the in-memory broker, so before the services start (at start-up, and after 
 such alerts are re-armed (``rearm_lost_alerts``) and their pages fetched again.
 
 Ctrl-C drains: fetch stops first, then the runner waits (at most ``--drain-seconds``) until every
-stage has consumed everything before it, then stops the rest.
+stage has consumed everything before it and no page is in flight (``redis_store.pages_in_flight``:
+published, not done, by any fetch process), then stops the rest.
 """
 
 from __future__ import annotations
@@ -300,6 +301,15 @@ class Supervisor:
         self.start_service(name)
         return True
 
+    def pages_in_flight(self) -> int:
+        """Pages published and not done yet (``redis_store.pages_in_flight``); -1 if Redis does not answer."""
+        if self.store is None:
+            return 0
+        try:
+            return sum(redis_store.pages_in_flight(self.store).values())
+        except redis.RedisError:
+            return -1
+
     def drain(self, console: Console) -> None:
         """Stop fetch, then wait until every consumer group has read all its input (bounded)."""
         assert self.settings is not None
@@ -323,13 +333,19 @@ class Supervisor:
                     continue
                 if sum(lag.values()):
                     waiting[decl.name] = sum(lag.values())
+            # Every consumer has read its input, but a page may still be in flight: published by a
+            # fetch process that is gone (this run's last poll, or a killed run's), not done yet.
+            in_flight = self.pages_in_flight()
+            if in_flight:
+                waiting["pages in flight"] = in_flight
             if not waiting:
                 self.status("drained: every stage has processed all its input")
                 return
             self.status("draining … " + ", ".join(f"{n}: {'?' if v < 0 else v} waiting" for n, v in waiting.items()))
             time.sleep(1.0)
         self.status(f"[yellow]stopped draining after {self.opts.drain_seconds:.0f} s; still waiting: {waiting} "
-                    "(kept in Redis as not done: fetched again at the next run while the feeds list them)")
+                    "(kept in Redis as not done: pages in flight are fetched again at the next run, the "
+                    "rest while the feeds list them)")
 
 
 def run_pipeline(opts: RunOptions) -> int:

@@ -12,10 +12,20 @@ A service is live when all of these hold:
   has finished (high watermark minus the next offset to process, from the consumer's fetch
   responses: right on Apache Kafka and on the embedded broker). Idle with nothing waiting is live.
 
-An input stuck on a dependency (Redis or the broker away, retried without end) therefore fails
-the check once it has waited that long: the service is up, but it is not consuming.
+A stage whose every attempt at a dependency (Redis or the broker) has failed for
+``NEWSWATCH_DEPENDENCY_SECONDS`` is *degraded*: the answer names the dependency and how long
+(``{"ok": true, "status": "degraded", "degraded": ["stage fetch: redis failing for 42 s …"]}``, HTTP
+200, ``newswatch health`` exit 0). It is not a failure because restarting the process cannot
+help: the dependency is away, and the runtime already waits for it and retries. For the same
+reason a stage with input waiting whose dependency is failing is degraded, not stalled. A failure
+counts when the runtime counts it (``newswatch_dependency_errors_total``, through
+``dependency_failed``); the streak ends at the stage's next success with that dependency (an input
+finished, a delivery acknowledged, fetch's heartbeat written, a lag read), or when no attempt has
+failed for ``forget_seconds``. Transient "other" failures (the network) are a source's own business
+(a feed down) and do not degrade a stage.
 
-The state is written from the event loop and read from the HTTP server's threads: a lock guards it.
+The state is written from the event loop (and the lag thread) and read from the HTTP server's
+threads: a lock guards it.
 """
 
 from __future__ import annotations
@@ -31,6 +41,18 @@ STARTING = "starting"
 RUNNING = "running"
 DIED = "died"
 
+# The dependencies whose failure degrades a stage (``shared.pipeline.DEPENDENCIES`` but "other").
+WATCHED_DEPENDENCIES = ("broker", "redis")
+
+
+@dataclass
+class Streak:
+    """A dependency failing at every attempt of a stage since ``since``."""
+
+    since: float
+    last: float
+    failures: int = 1
+
 
 @dataclass
 class StageState:
@@ -44,6 +66,7 @@ class StageState:
     waiting: int | None = None  # inputs waiting on this process's partitions (None: not known yet)
     waiting_since: float = 0.0  # when ``waiting`` last went from nothing to something
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) → next to process
+    failing: dict[str, Streak] = field(default_factory=dict)  # dependency → its streak of failures
 
 
 @dataclass(frozen=True)
@@ -57,9 +80,14 @@ class Verdict:
 
 
 class Liveness:
-    def __init__(self, service: str, stall_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, service: str, stall_seconds: float, clock: Callable[[], float] = time.monotonic,
+                 dependency_seconds: float = 30.0, forget_seconds: float | None = None) -> None:
         self.service = service
         self.stall_seconds = stall_seconds
+        self.dependency_seconds = dependency_seconds
+        # A streak with no failure for this long is over (nothing tries the dependency any more):
+        # longer than the runtime's longest wait between two retries (NEWSWATCH_RETRY_CAP_SECONDS).
+        self.forget_seconds = forget_seconds if forget_seconds is not None else max(2 * dependency_seconds, 90.0)
         self.clock = clock
         self._lock = threading.Lock()
         self._stages: dict[str, StageState] = {}
@@ -99,10 +127,35 @@ class Liveness:
             self.died(stage, exc)
             raise
 
+    def dependency_failed(self, stage: str, dependency: str) -> None:
+        """An attempt of the stage at ``dependency`` failed (transient: it is waited out and retried)."""
+        if dependency not in WATCHED_DEPENDENCIES:
+            return
+        with self._lock:
+            st = self._stages.get(stage)
+            if st is None:
+                return
+            now = self.clock()
+            streak = st.failing.get(dependency)
+            if streak is None or now - streak.last > self.forget_seconds:
+                st.failing[dependency] = Streak(now, now)
+            else:
+                streak.last, streak.failures = now, streak.failures + 1
+
+    def dependency_ok(self, stage: str, *dependencies: str) -> None:
+        """The stage's attempt at these dependencies (all when none given) succeeded: their streak is over."""
+        with self._lock:
+            st = self._stages.get(stage)
+            if st is None or not st.failing:
+                return
+            for dependency in dependencies or tuple(st.failing):
+                st.failing.pop(dependency, None)
+
     def handled(self, stage: str, topic: str, partition: int, offset: int) -> None:
         """The stage finished the input at ``offset`` (its outputs acknowledged, or dead-lettered)."""
         with self._lock:
             st = self._stages[stage]
+            st.failing.clear()  # it went through Redis and the broker
             st.handled += 1
             st.last_handled = self.clock()
             key = (topic, partition)
@@ -128,7 +181,9 @@ class Liveness:
     def check(self) -> Verdict:
         now = self.clock()
         problems: list[str] = []
+        degraded: list[str] = []
         stages: dict[str, object] = {}
+        failing: dict[str, dict[str, object]] = {}
         with self._lock:
             quiet = now - self._beat
             if quiet > self.stall_seconds:
@@ -136,9 +191,21 @@ class Liveness:
                                 "never got started: broker unreachable?)")
             for st in self._stages.values():
                 progress = max(st.last_handled, st.waiting_since)
+                streaks = {dep: streak for dep, streak in st.failing.items()
+                           if now - streak.last <= self.forget_seconds}
+                for dep, streak in sorted(streaks.items()):
+                    failing.setdefault(dep, {})[st.name] = {"seconds": round(now - streak.since, 1),
+                                                             "failures": streak.failures}
+                    if now - streak.since > self.dependency_seconds:
+                        degraded.append(f"stage {st.name}: {dep} failing for {now - streak.since:.0f} s "
+                                        f"({streak.failures} attempts failed, none succeeded; waited out and retried)")
+                stalled = st.consuming and st.waiting and now - progress > self.stall_seconds
                 if st.state == DIED:
                     problems.append(f"stage {st.name} died: {st.error}")
-                elif st.consuming and st.waiting and now - progress > self.stall_seconds:
+                elif stalled and streaks:  # explained by its dependency: a restart would not help
+                    degraded.append(f"stage {st.name} has {st.waiting} inputs waiting and has finished none for "
+                                    f"{now - progress:.0f} s, while {' and '.join(sorted(streaks))} fails")
+                elif stalled:
                     problems.append(f"stage {st.name} has {st.waiting} inputs waiting and has finished none for "
                                     f"{now - progress:.0f} s ({st.state})")
                 stages[st.name] = {
@@ -148,6 +215,29 @@ class Liveness:
                        if st.consuming else {}),
                     **({"error": st.error} if st.error else {}),
                 }
-        body: dict[str, object] = {"service": self.service, "ok": not problems, "problems": problems,
-                                   "stall_seconds": self.stall_seconds, "stages": stages}
+        status = "failing" if problems else "degraded" if degraded else "ok"
+        body: dict[str, object] = {"service": self.service, "ok": not problems, "status": status,
+                                   "problems": problems, "degraded": degraded, "stall_seconds": self.stall_seconds,
+                                   "dependency_seconds": self.dependency_seconds, "stages": stages,
+                                   **({"failing": failing} if failing else {})}
         return Verdict(not problems, problems, body)
+
+
+# The process's liveness, for the code that counts dependency failures (``shared.metrics``) and
+# successes without holding it (``install`` is called once by the runtime at start).
+_installed: Liveness | None = None
+
+
+def install(liveness: Liveness | None) -> None:
+    global _installed
+    _installed = liveness
+
+
+def dependency_failed(stage: str, dependency: str) -> None:
+    if _installed is not None:
+        _installed.dependency_failed(stage, dependency)
+
+
+def dependency_ok(stage: str, *dependencies: str) -> None:
+    if _installed is not None:
+        _installed.dependency_ok(stage, *dependencies)

@@ -28,7 +28,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from shared import pipeline
+from shared import health, pipeline
 from shared.failures import Kind, dependency
 from shared.health import Liveness
 from shared.pipeline import ServiceDecl, StageDecl
@@ -48,6 +48,9 @@ STATUS_CLASSES: tuple[str, ...] = ("none", "2xx", "3xx", "4xx", "5xx")
 # outcome can have are the series created at zero.
 POLL_OUTCOMES: dict[str, tuple[str, ...]] = {
     "ok": ("2xx",), "unchanged": ("3xx",), "error": STATUS_CLASSES, "backoff": ("none",)}
+# A link a feed or sitemap lists that fetch refuses to fetch: a scheme that is not http(s) (javascript:,
+# file:, data:, ftp:, mailto:…) or a URL over services.fetch.feeds.MAX_URL_CHARS (feeds.screen).
+REFUSAL_REASONS: tuple[str, ...] = ("scheme", "too_long")
 # An article page fetch: published; retry (a transient failure, tried again later); gave_up (a final
 # answer, a refusal, or too many attempts: fetch's log says which).
 PAGE_OUTCOMES: tuple[str, ...] = ("published", "retry", "gave_up")
@@ -105,6 +108,9 @@ FETCH_LAST_SUCCESS = Gauge(
     "When a poll of the source last succeeded (ok or unchanged); 0: not since this process started", ["source"])
 FETCH_ITEMS = Counter(
     "newswatch_fetch_items_total", "Items the source's feeds listed, new or seen", ["source", "state"])
+FETCH_REFUSED = Counter(
+    "newswatch_fetch_refused_total", "Links listed by the source's feeds and sitemaps that fetch refuses, by reason",
+    ["source", "reason"])
 FETCH_PAGES = Counter("newswatch_fetch_pages_total", "Article page fetches, by outcome", ["source", "outcome"])
 FETCHED_BYTES = Counter("newswatch_fetch_bytes_total", "Bytes downloaded (feeds, sitemaps and pages)", ["source"])
 
@@ -182,6 +188,8 @@ def init_source(source: str) -> None:
         FETCH_PAGES.labels(source, outcome)
     for state in ITEM_STATES:
         FETCH_ITEMS.labels(source, state)
+    for reason in REFUSAL_REASONS:
+        FETCH_REFUSED.labels(source, reason)
     FETCHED_BYTES.labels(source)
     FETCH_LAST_SUCCESS.labels(source)
 
@@ -213,8 +221,11 @@ def init_webhooks() -> None:
 
 
 def dependency_error(stage: str, exc: BaseException) -> None:
-    """A transient failure, retried: counted against the dependency it is blamed on."""
-    DEPENDENCY_ERRORS.labels(stage, dependency(exc)).inc()
+    """A transient failure, retried: counted against the dependency it is blamed on (and told to the
+    liveness check, which reports a dependency failing for long: ``shared.health``)."""
+    blamed = dependency(exc)
+    DEPENDENCY_ERRORS.labels(stage, blamed).inc()
+    health.dependency_failed(stage, blamed)
 
 
 def poll(source: str, outcome: str, status: int | None) -> None:
@@ -252,8 +263,11 @@ class LagExporter(threading.Thread):
         except Exception as exc:
             for stage, _ in self.stages.values():
                 DEPENDENCY_ERRORS.labels(stage, "broker").inc()
+                health.dependency_failed(stage, "broker")
             log.warning("consumer lag not read", extra={"error": repr(exc)[:500]})
             return False
+        for stage, _ in self.stages.values():
+            health.dependency_ok(stage, "broker")
         for (topic, partition), value in lag.items():
             stage, suffix = self.stages[topic]
             CONSUMER_LAG.labels(stage, suffix, str(partition)).set(value)

@@ -4,11 +4,18 @@ All keys start with ``nw:`` and name their owner, so that an operator can tell t
 service's private keys are documented beside its code (``services/clean/dedup.py``,
 ``services/alert/service.py``, ``services/fetch/service.py``); the ones here cross services:
 
-- ``nw:url:<article id>``: the life of an article URL. fetch sets ``inflight`` (short TTL) when it
-  publishes the page; the alert stage, the last one, sets ``done`` (long TTL) once it has matched
-  the tagged article and its alerts are on the broker. A URL is fetched only while it is neither,
-  so a page lost on the way (a broker that died with it) is fetched again while its feed still
-  lists it, and a finished one never is.
+- ``nw:url:<article id>``: the life of an article URL. fetch sets ``inflight:<publisher>`` (short
+  TTL) when it publishes the page; the alert stage, the last one, sets ``done`` (long TTL) once it
+  has matched the tagged article and its alerts are on the broker. A URL is fetched only while it is
+  neither, so a page lost on the way (a broker that died with it) is fetched again, and a finished
+  one never is. A page a stage dead-letters is given up (``failed: dead-lettered by <stage>: …``,
+  ``give_up_url``, by the runtime).
+- ``nw:fetch:inflight:<publisher>`` (hash: article id → the item, JSON), ``nw:fetch:publisher:<id>``
+  (heartbeat, ``PUBLISHER_TTL_SECONDS``) and ``nw:fetch:publishers`` (set of ids): the pages each
+  fetch process has in flight, and whether it still runs. The alert stage's ``done`` takes the page
+  out of its publisher's hash (``mark_url_done``, one script); a fetch process takes over the pages
+  of a publisher whose heartbeat expired (``services/fetch/service.py``), and the local runner's
+  drain counts what is left (``pages_in_flight``).
 - ``nw:alert:fired:<alert id>``: the article that claimed a (rule, story) alert (the alert stage).
 - ``nw:alert:sent:<alert id>``: the alert is on the broker (the runtime's once-key); its value is the
   article that made it.
@@ -77,6 +84,29 @@ async def delete_if_holds(client: aioredis.Redis, key: str, value: str) -> bool:
 
 URL_INFLIGHT = "inflight"
 URL_DONE = "done"
+INFLIGHT_PREFIX = "nw:fetch:inflight:"
+PUBLISHERS_KEY = "nw:fetch:publishers"
+# A fetch process beats every PUBLISHER_BEAT_SECONDS; one silent for PUBLISHER_TTL_SECONDS is gone and
+# its pages in flight are taken over (the once-keys' instance heartbeat has the same figures).
+PUBLISHER_BEAT_SECONDS = 4.0
+PUBLISHER_TTL_SECONDS = 15
+
+
+def inflight_value(publisher: str) -> str:
+    """The state of a URL in flight, naming the fetch process that published it."""
+    return f"{URL_INFLIGHT}:{publisher}"
+
+
+def is_inflight(state: str) -> bool:
+    return state == URL_INFLIGHT or state.startswith(URL_INFLIGHT + ":")
+
+
+def inflight_key(publisher: str) -> str:
+    return INFLIGHT_PREFIX + publisher
+
+
+def publisher_key(publisher: str) -> str:
+    return f"nw:fetch:publisher:{publisher}"
 
 
 def alert_claim_key(alert_id: str) -> str:
@@ -108,5 +138,58 @@ async def mark_url(client: aioredis.Redis, article_id: str, state: str, ttl_seco
     await client.set(url_key(article_id), state, ex=max(1, int(ttl_seconds)))
 
 
+# KEYS: the URL's state; ARGV: TTL, the in-flight hashes' prefix, the article id. The page leaves
+# the hash of the process that has it in flight (named in the state) as the state becomes done.
+_MARK_DONE = """
+local was = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], 'done', 'EX', ARGV[1])
+if was and string.sub(was, 1, 9) == 'inflight:' then
+  redis.call('HDEL', ARGV[2] .. string.sub(was, 10), ARGV[3])
+end
+return 1
+"""
+
+
 async def mark_url_done(client: aioredis.Redis, article_id: str, ttl_seconds: float) -> None:
-    await mark_url(client, article_id, URL_DONE, ttl_seconds)
+    await client.eval(_MARK_DONE, 1, url_key(article_id), max(1, int(ttl_seconds)), INFLIGHT_PREFIX, article_id)
+
+
+# KEYS: the URL's state; ARGV: TTL, the in-flight hashes' prefix, the article id, the new state. Only a URL
+# still in flight is given up (one done, or given up already, stays as it is).
+_GIVE_UP = """
+local was = redis.call('GET', KEYS[1])
+if not was or (was ~= 'inflight' and string.sub(was, 1, 9) ~= 'inflight:') then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[1])
+if string.sub(was, 1, 9) == 'inflight:' then
+  redis.call('HDEL', ARGV[2] .. string.sub(was, 10), ARGV[3])
+end
+return 1
+"""
+
+
+async def give_up_url(client: aioredis.Redis, article_id: str, reason: str, ttl_seconds: float) -> bool:
+    """A page in flight that a stage dead-lettered will not come through: its URL is given up
+    (``failed: …``, as fetch gives up a page), so it is neither fetched again at every expiry of its
+    in-flight mark nor counted in flight. True if it was in flight."""
+    state = f"failed: {reason}"[:500]
+    return bool(await client.eval(_GIVE_UP, 1, url_key(article_id), max(1, int(ttl_seconds)), INFLIGHT_PREFIX,
+                                  article_id, state))
+
+
+def pages_in_flight(client: redis.Redis) -> dict[str, int]:
+    """publisher → its pages still in flight (published, not done), for every fetch process known;
+    a blocking client (the local runner's)."""
+    found: dict[str, int] = {}
+    for raw in client.smembers(PUBLISHERS_KEY):
+        publisher = as_str(raw)
+        ids = [as_str(a) for a in client.hkeys(inflight_key(publisher))]
+        if not ids:
+            continue
+        states = client.mget([url_key(a) for a in ids])
+        mine = inflight_value(publisher).encode("utf-8")
+        count = sum(1 for state in states if state == mine)
+        if count:
+            found[publisher] = count
+    return found

@@ -52,7 +52,7 @@ import faust
 import redis.asyncio as aioredis
 import uvloop
 
-from shared import events, kafka_clients, metrics, once, pipeline, redis_store
+from shared import events, health, kafka_clients, metrics, once, pipeline, redis_store
 from shared.failures import Kind, PoisonInput, classify, where
 from shared.health import Liveness
 from shared.logs import logging_config
@@ -234,6 +234,7 @@ class Outlet:
         while True:
             try:
                 await self.deliver(outputs)
+                health.dependency_ok(self.decl.name)  # the broker took them (and Redis, their hooks)
                 return True
             except Exception as exc:
                 if classify(exc) is not Kind.TRANSIENT:
@@ -436,6 +437,28 @@ class StageRunner:
                                                                         "error": repr(send_exc)[:500]})
                 await self.backoff.sleep(attempt)
         metrics.DEAD_LETTERED.labels(self.name, self.input.suffix).inc()
+        if key and self.input.key == "article id":
+            await self._give_up_url(key.decode("utf-8", "replace"), letter.reason)
+
+    async def _give_up_url(self, article: str, reason: str) -> None:
+        """The page of a dead-lettered article will not come through: its URL is given up, not left in
+        flight (where fetch took it again at every expiry, and the local runner's drain waited on it)."""
+        attempt = 0
+        while True:
+            try:
+                await redis_store.give_up_url(self.outlet.redis, article, f"dead-lettered by {self.name}: {reason}",
+                                              self.settings.url_ttl_days * 86400)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if classify(exc) is not Kind.TRANSIENT:
+                    log.warning("dead-lettered page not marked given up", extra={"stage": self.name,
+                                                                                "error": repr(exc)[:500]})
+                    return
+                attempt += 1
+                metrics.dependency_error(self.name, exc)
+                await self.backoff.sleep(attempt)
 
 
 class OnceSender:
@@ -551,7 +574,10 @@ def beat_seconds(settings: Settings) -> float:
 
 
 def new_liveness(decl: ServiceDecl, settings: Settings) -> Liveness:
-    liveness = Liveness(decl.name, settings.stall_seconds)
+    # A dependency's streak of failures is forgotten once nothing has failed for longer than the
+    # longest wait between two retries (twice it, and the degraded period).
+    liveness = Liveness(decl.name, settings.stall_seconds, dependency_seconds=settings.dependency_seconds,
+                        forget_seconds=max(2 * settings.retry_cap_seconds, 2 * settings.dependency_seconds))
     for stage in decl.stages:
         liveness.add(stage.name, consuming=stage.input is not None)
     return liveness
@@ -753,6 +779,7 @@ def run_service(name: str, stages: Sequence[Stage | SourceStage], settings: Sett
     if given != sorted(s.name for s in decl.stages):
         raise RuntimeError(f"service {name} declares stages {[s.name for s in decl.stages]} but was given {given}")
     liveness = new_liveness(decl, settings)
+    health.install(liveness)  # dependency failures and successes are told to it where they happen
     port = metrics.serve_metrics(decl, settings.metrics_port, settings.metrics_host, liveness)
     log.info("service starting", extra={"service": name, "metrics_port": port, "stages": [s.name for s in decl.stages],
                                         "inputs": [t.name(settings.topic_prefix) for t in decl.inputs]})

@@ -44,6 +44,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("NEWSWATCH_STALL_SECONDS", "120",
            "liveness: seconds a stage may have input waiting without finishing one before /healthz (and "
            "`newswatch health`) fails"),
+    EnvVar("NEWSWATCH_DEPENDENCY_SECONDS", "30",
+           "liveness: seconds every attempt of a stage at Redis or the broker may fail before /healthz (and "
+           "`newswatch health`) report the stage degraded, naming the dependency (not a failure: a restart "
+           "would not help)"),
     EnvVar("NEWSWATCH_LOG_LEVEL", "INFO", "Log level (DEBUG, INFO, WARNING, ERROR)"),
     EnvVar("NEWSWATCH_LOG_FORMAT", "json", "Log format: json (one object a line) or text"),
     EnvVar("NEWSWATCH_MAX_MESSAGE_BYTES", "8388608",
@@ -137,6 +141,7 @@ class Settings:
     metrics_host: str
     lag_seconds: float
     stall_seconds: float
+    dependency_seconds: float
     log_level: str
     log_format: str
     max_message_bytes: int
@@ -212,6 +217,8 @@ class Settings:
             raise ValueError(f"NEWSWATCH_STORY_EMBED_CHARS={self.story_embed_chars}: must be 0 or more")
         if self.stall_seconds <= 0:
             raise ValueError(f"NEWSWATCH_STALL_SECONDS={self.stall_seconds}: must be over 0")
+        if self.dependency_seconds <= 0:
+            raise ValueError(f"NEWSWATCH_DEPENDENCY_SECONDS={self.dependency_seconds}: must be over 0")
 
     @property
     def ner_language_list(self) -> list[str]:

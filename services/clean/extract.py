@@ -71,29 +71,88 @@ def _lookup(name: str) -> str | None:
         return None
 
 
-def decode_body(body: bytes, content_type: str = "") -> tuple[str, str]:
-    """Decode page bytes; return (text, encoding name).
+# Byte-order marks of UTF-32 and UTF-16 (UTF-32's first: its little-endian mark begins with UTF-16's).
+_WIDE_BOMS = ((b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe\x00\x00", "utf-32-le"),
+              (b"\xfe\xff", "utf-16-be"), (b"\xff\xfe", "utf-16-le"))
+_WIDE_CODECS = {"utf-16": 2, "utf-16-le": 2, "utf-16-be": 2, "utf-32": 4, "utf-32-le": 4, "utf-32-be": 4}
+_WIDE_SAMPLE = 16384
+# A page declared UTF-16/32 is taken at its word only if its bytes look it: HTML's markup is ASCII, which
+# UTF-16 writes with a NUL in every other byte (UTF-32: three in four). A page declaring UTF-16 whose
+# bytes hold no NULs is an ASCII-compatible page with a wrong label (WHATWG reads such a <meta> as UTF-8).
+_WIDE_MIN_NUL_SHARE = 0.05
 
-    Order: a BOM; strict UTF-8 (it almost never decodes a legacy page by accident, and a header
-    saying ISO-8859-1 on a UTF-8 page is a common server mistake); the <meta> charset; the
-    header charset; a statistical guess.
-    """
-    if body.startswith(b"\xef\xbb\xbf"):
-        return body[3:].decode("utf-8", "replace"), "utf-8"
-    if body.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return body.decode("utf-16", "replace"), "utf-16"
-    try:
-        return body.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        pass
+
+def declared_charsets(body: bytes, content_type: str = "") -> list[str]:
+    """The charsets a page declares: its ``<meta>`` (also written in UTF-16/32, where NULs sit
+    between the letters), then the Content-Type header."""
     declared: list[str] = []
-    meta = _META_CHARSET.search(body[:4096])
+    head = body[:4096]
+    meta = _META_CHARSET.search(head)
+    if meta is None and b"\x00" in head:
+        meta = _META_CHARSET.search(body[:4 * 4096].replace(b"\x00", b""))
     if meta:
         declared.append(meta.group(1).decode("ascii", "ignore"))
     header = _HEADER_CHARSET.search(content_type or "")
     if header:
         declared.append(header.group(1))
-    for name in declared:
+    return declared
+
+
+def _byte_order(sample: bytes, unit: int) -> str:
+    """"-le" or "-be" for a UTF-16/32 text without a BOM, from where its ASCII's NULs fall."""
+    if unit == 2:
+        even = sample[0::2].count(0)
+        return "-be" if even > sample[1::2].count(0) else "-le"
+    return "-be" if sample[3::4].count(0) < sample[0::4].count(0) else "-le"
+
+
+def wide_encoding(body: bytes, content_type: str = "") -> str:
+    """The UTF-16 or UTF-32 codec (with its byte order) a page is written in, or "".
+
+    By its byte-order mark; else by a declared charset (``<meta>`` or header) that names UTF-16 or
+    UTF-32, when the bytes agree: NULs where ASCII would put them, and the first 16 KiB decode
+    strictly. Real binaries declared so fail that (random bytes hold lone surrogates)."""
+    for bom, marked in _WIDE_BOMS:
+        if body.startswith(bom):
+            return marked
+    for name in declared_charsets(body, content_type):
+        codec = _lookup(name) or ""
+        unit = _WIDE_CODECS.get(codec)
+        if unit is None:
+            continue
+        sample = body[:_WIDE_SAMPLE]
+        sample = sample[:len(sample) - len(sample) % unit]
+        if not sample or sample.count(0) < _WIDE_MIN_NUL_SHARE * len(sample):
+            continue
+        if codec in ("utf-16", "utf-32"):
+            codec += _byte_order(sample, unit)
+        try:
+            sample.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        return codec
+    return ""
+
+
+def decode_body(body: bytes, content_type: str = "") -> tuple[str, str]:
+    """Decode page bytes; return (text, encoding name).
+
+    Order: a BOM; UTF-16/32 declared by the header or ``<meta>`` when the bytes agree
+    (``wide_encoding``: UTF-16 ASCII is valid UTF-8 with NULs in it, so strict UTF-8 must not come
+    first for it); strict UTF-8 (it almost never decodes a legacy page by accident, and a header
+    saying ISO-8859-1 on a UTF-8 page is a common server mistake); the <meta> charset; the
+    header charset; a statistical guess.
+    """
+    if body.startswith(b"\xef\xbb\xbf"):
+        return body[3:].decode("utf-8", "replace"), "utf-8"
+    wide = wide_encoding(body, content_type)
+    if wide:
+        return body.decode(wide, "replace").removeprefix("\ufeff"), wide
+    try:
+        return body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    for name in declared_charsets(body, content_type):
         codec = _lookup(name)
         # A page declared Latin-1 is, in practice, windows-1252 (WHATWG encoding standard).
         if codec in {"latin-1", "iso8859-1", "ascii"}:

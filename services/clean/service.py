@@ -21,7 +21,7 @@ import re
 from typing import ClassVar
 
 from services.clean.dedup import Fingerprint, StoryIndex, fingerprint
-from services.clean.extract import ExtractionError, extract_page
+from services.clean.extract import ExtractionError, extract_page, wide_encoding
 from shared import events, metrics, pipeline, redis_store
 from shared.failures import PoisonInput
 from shared.runtime import Emit, cpu
@@ -44,25 +44,33 @@ _MAGIC = (
     (b"OggS", "an Ogg stream"), (b"\x1aE\xdf\xa3", "a Matroska/WebM video"),
 )
 _RIFF = re.compile(rb"^RIFF....(WEBP|WAVE|AVI )", re.DOTALL)
-_UNICODE_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 # C0 controls that no text uses (tab, newlines, form feed and ESC, which ISO-2022 encodings use, are allowed).
 _CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f\ufffd]")  # U+FFFD: bytes that did not decode
 _SAMPLE_BYTES = 65536
 _MAX_CONTROL_SHARE = 0.01  # random or compressed bytes: ~10 %
 
 
-def binary_kind(body: bytes) -> str:
+def binary_kind(body: bytes, content_type: str = "") -> str:
     """What a binary body is ("gzip data", "a PNG image", "control bytes"…), or "" for text.
 
     Magic numbers first, then the share of control bytes (NUL included) in the first 64 KiB:
     over 1 % is binary (random or compressed bytes: ~10 %; one page of the evaluation set holds
-    22 stray NULs in 194 KB, 0.01 %). A UTF-16 page needs its byte-order mark to pass."""
+    22 stray NULs in 194 KB, 0.01 %). A page in UTF-16 or UTF-32 (its BOM, or a charset declared in
+    the header or a ``<meta>`` that its bytes bear out: ``extract.wide_encoding``) has NULs in
+    every other byte: its control characters are counted in its decoded text instead."""
     for magic, kind in _MAGIC:
         if body.startswith(magic):
             return kind
     if _RIFF.match(body):
         return "a media file"
-    if body.startswith(_UNICODE_BOMS):
+    if body.startswith(b"\xef\xbb\xbf"):
+        return ""
+    wide = wide_encoding(body, content_type)
+    if wide:
+        text = body[:_SAMPLE_BYTES].decode(wide, "replace")
+        if text and len(_CONTROL_CHARS.findall(text)) > _MAX_CONTROL_SHARE * len(text):
+            return "control characters"
         return ""
     sample = body[:_SAMPLE_BYTES]
     if sample and len(_CONTROL.findall(sample)) > _MAX_CONTROL_SHARE * len(sample):
@@ -91,7 +99,7 @@ def build_article(page: events.RawPage, max_body_bytes: int = MAX_BODY_BYTES,
         raise PoisonInput(f"HTTP status {page.http_status} is not a page")
     if len(page.body) > max_body_bytes:
         raise PoisonInput(f"body is {len(page.body):,} bytes, over clean's cap of {max_body_bytes:,}")
-    kind = binary_kind(page.body)
+    kind = binary_kind(page.body, page.content_type)
     if kind:
         raise PoisonInput(f"body is binary, not text ({kind}), though declared {page.content_type or 'untyped'}")
     try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -90,6 +91,46 @@ class FeedResult:
     title: str = ""
     lang: str = ""
     error: str = ""  # set when the body is not a feed at all
+    refused: list[str] = field(default_factory=list)  # links that are not http(s) (javascript:, file:, …)
+
+
+# A longer URL listed by a feed or sitemap is refused (counted and logged, never fetched): the sitemap
+# protocol caps a URL at 2,048 characters, browsers and servers around there too, and no article
+# needs more; a URL of 100 KB in a feed is an attack or a bug, and it went into every log line.
+MAX_URL_CHARS = 2048
+
+
+def cut(text: str, limit: int = 200) -> str:
+    """``text`` for a log line: at most ``limit`` characters, and its length when cut."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def screen(items: list[Item], refused_links: list[str]) -> tuple[list[Item], list[tuple[str, str]]]:
+    """(items fetch may fetch, [(reason, URL)] of the links it refuses): links whose scheme is not
+    http(s), as the parsers found them ("scheme"), and URLs over ``MAX_URL_CHARS`` ("too_long"); the
+    reasons are ``shared.metrics.REFUSAL_REASONS``."""
+    refused = [("scheme", link) for link in refused_links]
+    kept = []
+    for item in items:
+        if len(item.url) > MAX_URL_CHARS:
+            refused.append(("too_long", item.url))
+        else:
+            kept.append(item)
+    return kept, refused
+
+
+_SCHEME = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*):")  # RFC 3986 3.1
+
+
+# Names, not links: an entry's id (urn:, tag:), which feedparser hands over as the link of an Atom entry
+# that has none. Not counted as refused links.
+_NOT_REFUSED_SCHEMES = frozenset({"http", "https", "urn", "tag"})
+
+
+def _is_other_scheme(link: str) -> bool:
+    """A link with a scheme that is not http(s) (``javascript:``, ``file:``, ``data:``, ``ftp:``…)."""
+    found = _SCHEME.match(link)
+    return found is not None and found.group(1).lower() not in _NOT_REFUSED_SCHEMES
 
 
 def is_http_url(url: object) -> bool:
@@ -187,6 +228,8 @@ def parse_json_feed(body: bytes) -> FeedResult:
             continue
         link = entry.get("url") or entry.get("external_url") or ""
         if not isinstance(link, str) or not link.startswith(("http://", "https://")):
+            if isinstance(link, str) and _is_other_scheme(link):
+                result.refused.append(link)
             continue
         lang = str(entry.get("language") or "").split("-")[0].lower() or feed_lang
         result.items.append(Item(url=link, title=str(entry.get("title") or ""),
@@ -213,7 +256,7 @@ def _lang(value: str) -> str:
     return value.strip().split("-")[0].lower()
 
 
-def _rss_items(items: list[Any], ns: str, base: str, feed_lang: str) -> list[Item]:
+def _rss_items(items: list[Any], ns: str, base: str, feed_lang: str, refused: list[str]) -> list[Item]:
     out = []
     for item in items:
         link = _text_of(item, f"{ns}link")
@@ -221,6 +264,9 @@ def _rss_items(items: list[Any], ns: str, base: str, feed_lang: str) -> list[Ite
             guid = item.find("guid")
             if guid is not None and guid.get("isPermaLink", "true").strip().lower() != "false":
                 link = (guid.text or "").strip()
+        if _is_other_scheme(link):
+            refused.append(link)
+            continue
         if link and not link.startswith(("http://", "https://")):
             link = urljoin(item.get(_XML_BASE) or base, link)
         if not link.startswith(("http://", "https://")):
@@ -231,12 +277,15 @@ def _rss_items(items: list[Any], ns: str, base: str, feed_lang: str) -> list[Ite
     return out
 
 
-def _atom_link(entry: Any, base: str) -> str:
+def _atom_link(entry: Any, base: str, refused: list[str]) -> str:
     best = ""
     for link in entry.findall(f"{_ATOM}link"):
         rel = (link.get("rel") or "alternate").strip()
         href = (link.get("href") or "").strip()
         if rel != "alternate" or not href:
+            continue
+        if _is_other_scheme(href):
+            refused.append(href)
             continue
         if not href.startswith(("http://", "https://")):
             href = urljoin(link.get(_XML_BASE) or base, href)
@@ -267,8 +316,9 @@ def parse_xml_feed(body: bytes, base_url: str = "") -> FeedResult | None:
             return None
         feed_lang = _lang(_text_of(channel, "language") or _text_of(channel, f"{_DC}language"))
         base = channel.get(_XML_BASE) or base
-        return FeedResult(items=_rss_items(channel.findall("item"), "", base, feed_lang),
-                          title=_text_of(channel, "title"), lang=feed_lang)
+        refused: list[str] = []
+        return FeedResult(items=_rss_items(channel.findall("item"), "", base, feed_lang, refused),
+                          title=_text_of(channel, "title"), lang=feed_lang, refused=refused)
     if root.tag == f"{_RDF}RDF":
         for ns in (_RSS1, _RSS090):
             channel = root.find(f"{ns}channel")
@@ -276,13 +326,15 @@ def parse_xml_feed(body: bytes, base_url: str = "") -> FeedResult | None:
             if channel is not None or items:
                 feed_lang = _lang(_text_of(channel, f"{_DC}language")) if channel is not None else ""
                 title = _text_of(channel, f"{ns}title") if channel is not None else ""
-                return FeedResult(items=_rss_items(items, ns, base, feed_lang), title=title, lang=feed_lang)
+                dropped: list[str] = []
+                return FeedResult(items=_rss_items(items, ns, base, feed_lang, dropped), title=title, lang=feed_lang,
+                                  refused=dropped)
         return None
     if root.tag == f"{_ATOM}feed":
         feed_lang = _lang(root.get(_XML_LANG) or "")
         result = FeedResult(title=_text_of(root, f"{_ATOM}title"), lang=feed_lang)
         for entry in root.findall(f"{_ATOM}entry"):
-            link = _atom_link(entry, entry.get(_XML_BASE) or base)
+            link = _atom_link(entry, entry.get(_XML_BASE) or base, result.refused)
             if not link.startswith(("http://", "https://")):
                 continue
             published = _text_of(entry, f"{_ATOM}published") or _text_of(entry, f"{_ATOM}updated")
@@ -325,6 +377,8 @@ def parse_feed_slowly(body: bytes, base_url: str = "") -> FeedResult:
     for entry in parsed.entries:
         link = entry.get("link") or ""
         if not link.startswith(("http://", "https://")):
+            if _is_other_scheme(link):
+                result.refused.append(link)
             continue
         published = entry.get("published") or entry.get("updated") or ""
         result.items.append(Item(url=link, title=entry.get("title", ""), published=published, lang=feed_lang))
@@ -335,8 +389,9 @@ _SM = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
 _NEWS = "{http://www.google.com/schemas/sitemap-news/0.9}"
 
 
-def parse_sitemap(body: bytes) -> tuple[list[Item], list[str]]:
-    """(article items, nested sitemap URLs) of a sitemap or sitemap index (news extension read).
+def parse_sitemap(body: bytes, refused: list[str] | None = None) -> tuple[list[Item], list[str]]:
+    """(article items, nested sitemap URLs) of a sitemap or sitemap index (news extension read);
+    ``refused`` gets the ``<loc>`` values whose scheme is not http(s).
 
     Parsed with defusedxml: a DTD declaring entities (billion laughs) or external references is refused."""
     try:
@@ -354,6 +409,8 @@ def parse_sitemap(body: bytes) -> tuple[list[Item], list[str]]:
     for node in root.iter(f"{_SM}url"):
         loc = (node.findtext(f"{_SM}loc") or "").strip()
         if not loc.startswith(("http://", "https://")):
+            if refused is not None and _is_other_scheme(loc):
+                refused.append(loc)
             continue
         news = node.find(f"{_NEWS}news")
         title = published = lang = ""

@@ -16,15 +16,32 @@ Safety (SSRF, hostile servers):
   after gzip/deflate decoding (decoded by hand, ``max_length`` bounded: a gzip bomb never expands
   past the cap in memory), a Content-Length over the cap refused before reading.
 
-Politeness: robots.txt checked on the normalised URL (dot segments removed: the URL fetched is the
-URL checked), cached in Redis (``nw:fetch:robots:<origin>``, 1 h; 5 min when it answered 429/5xx,
+Politeness: robots.txt read as RFC 9309 says (``RobotsRules``: protego's matcher, the group of our
+product token), checked on the normalised URL (dot segments removed: the URL fetched is the URL
+checked), cached in Redis (``nw:fetch:robots:<origin>``, 1 h; 5 min when it could not be read,
 meanwhile everything on the origin waits), its Crawl-delay honoured (up to ``MAX_CRAWL_DELAY``);
 per host at most ``host_concurrency`` requests at once and at least the host delay between two
 request starts, held across replicas by a Redis reservation (``nw:fetch:host:<host>``, atomic in Lua).
 
+robots.txt (RFC 9309), what fetch does with each answer of ``/robots.txt``:
+
+| answer                                          | rules                                                      |
+|-------------------------------------------------|------------------------------------------------------------|
+| 2xx                                             | its first ``ROBOTS_MAX_BYTES`` (500 KiB) parsed, the rest  |
+|                                                 | ignored, whatever its Content-Type                         |
+| 3xx                                             | followed, up to 5 hops (each hop checked like any request);|
+|                                                 | more: as if unavailable                                    |
+| 4xx but 429 ("unavailable", 2.3.1.3)            | everything allowed                                         |
+| 429, 5xx, network error, timeout ("unreachable",| everything disallowed for ``ROBOTS_TROUBLE_TTL_SECONDS``,  |
+| 2.3.1.4)                                        | then asked again; pages wait (retried), feeds back off     |
+
+429 is a 4xx, but it asks the crawler to slow down: reading it as "no robots.txt, everything
+allowed" would crawl hardest the server that asked for less.
+
 A ``FetchError`` is ``permanent`` when retrying cannot help (robots.txt disallows, size cap,
-refused address or content type, too many redirects); a network error, a timeout, the deadline
-and a robots.txt answering 429/5xx are not."""
+refused address or content type, too many redirects, a response head h11 refuses: over 16 KiB,
+too many or malformed headers); a network error, a timeout, the deadline, a connection closed
+early and a robots.txt answering 429/5xx (or not at all) are not."""
 
 from __future__ import annotations
 
@@ -42,17 +59,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
-from urllib.robotparser import RobotFileParser
 
 import httpcore
 import httpx
 import redis.asyncio as aioredis
+from protego import Protego
 
 MAX_REDIRECTS = 5
 ROBOTS_TTL_SECONDS = 3600.0
-ROBOTS_TROUBLE_TTL_SECONDS = 300.0  # a robots.txt answering 429/5xx is asked again this soon
+ROBOTS_TROUBLE_TTL_SECONDS = 300.0  # a robots.txt that could not be read (429, 5xx, no answer) is asked again this soon
 ROBOTS_LOCAL_SECONDS = 60.0  # a parsed robots.txt is kept in memory this long before Redis is asked again
-ROBOTS_MAX_BYTES = 500_000  # what RFC 9309 asks crawlers to read at least
+ROBOTS_MAX_BYTES = 500 * 1024  # RFC 9309 2.5: a crawler must read at least 500 KiB of a robots.txt
+ROBOTS_UNREACHABLE = 0  # the status noted for a robots.txt that did not answer (network error, timeout)
 MAX_CRAWL_DELAY = 60.0  # a larger Crawl-delay is read as this
 KEEPALIVE_SECONDS = 30.0  # an idle connection is kept this long (a feed polled every minute or less reuses it)
 
@@ -228,6 +246,19 @@ HTTP_ERRORS: tuple[type[Exception], ...] = (
     httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
     httpcore.ProxyError, httpcore.LocalProtocolError, httpcore.RemoteProtocolError,
 )
+
+
+# What h11 says of a response head it will not read, which the server sends the same every time: a
+# header line or a head over its 16 KiB limit ("Receive buffer too long"; 10,000 headers or one of
+# 1 MB), or too many or malformed header lines. Retrying such a server 8 times is 8 times for nothing.
+_SAME_EVERY_TIME = re.compile(r"receive buffer too long|too many header|header.*too (long|large)|"
+                              r"illegal header|invalid header", re.IGNORECASE)
+
+
+def answers_the_same(exc: BaseException) -> bool:
+    """Whether a protocol error is the server's answer itself (final), not a connection's accident
+    (a server that closed the connection early, an interrupted read: retried)."""
+    return isinstance(exc, httpcore.RemoteProtocolError) and bool(_SAME_EVERY_TIME.search(str(exc)))
 
 
 @dataclass
@@ -504,8 +535,8 @@ class HostGate:
 @dataclass
 class _Robots:
     at: float  # monotonic time it was read
-    parser: RobotFileParser | None  # None: everything allowed
-    trouble: bool = False  # the robots.txt answered 429/5xx: everything waits
+    rules: RobotsRules | None  # None: everything allowed
+    trouble: bool = False  # the robots.txt could not be read (429, 5xx, no answer): everything waits
 
 
 def robots_key(origin: str) -> str:
@@ -521,6 +552,7 @@ class PoliteClient:
                  resolver: Resolver | None = None, max_connections: int = 2000) -> None:
         self.max_bytes = max_bytes
         self.user_agent = user_agent
+        self.product = product_token(user_agent)  # the robots.txt group fetch obeys
         self.deadline = deadline if deadline is not None else timeout * 3
         self.policy = AddressPolicy(allow_hosts, resolver)
         self.redis = redis
@@ -547,8 +579,13 @@ class PoliteClient:
             if size > self.max_bytes:
                 raise FetchError(f"{url}: body over the {self.max_bytes}-byte limit", permanent=True)
 
-    async def _read(self, url: str, response: httpcore.Response) -> bytes:
-        """The body, decoded (gzip/deflate) by hand with every step capped at ``max_bytes``."""
+    async def _read(self, url: str, response: httpcore.Response, prefix: int | None = None) -> bytes:
+        """The body, decoded (gzip/deflate) by hand with every step capped at ``max_bytes``.
+
+        ``prefix``: only the body's first ``prefix`` bytes (decoded) are wanted: reading stops
+        there and they are returned (robots.txt), instead of refusing a longer body."""
+        if prefix is not None:
+            return await self._read_prefix(url, response, prefix)
         encoding = header(response, b"content-encoding").strip().lower()
         decoder: Any = None
         if encoding in {"gzip", "x-gzip", "deflate"}:
@@ -578,8 +615,26 @@ class PoliteClient:
                 chunks.append(out)
         return b"".join(chunks)
 
+    async def _read_prefix(self, url: str, response: httpcore.Response, prefix: int) -> bytes:
+        encoding = header(response, b"content-encoding").strip().lower()
+        decoder: Any = None
+        if encoding in {"gzip", "x-gzip", "deflate"}:
+            decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)
+        elif encoding not in {"", "identity"}:
+            raise FetchError(f"{url}: unsupported content encoding {encoding!r}", permanent=True)
+        kept = bytearray()
+        async for raw in response.aiter_stream():
+            try:
+                out = decoder.decompress(raw, prefix - len(kept)) if decoder is not None else raw
+            except zlib.error as exc:
+                raise FetchError(f"{url}: broken {encoding} body: {exc}", permanent=True) from exc
+            kept += out[:prefix - len(kept)]
+            if len(kept) >= prefix:
+                break  # the rest is never read (the connection is closed, not reused)
+        return bytes(kept)
+
     async def _get_once(self, url: str, headers: dict[str, str], delay: float | None = None,
-                        reserved: Reservation | None = None) -> Response:
+                        reserved: Reservation | None = None, prefix: int | None = None) -> Response:
         host, port = self.check(url)
         async with self.gate.slot(f"{host}:{port}", delay, reserved) as sent:
             async def trace(event: str, info: dict[str, Any]) -> None:
@@ -601,11 +656,13 @@ class PoliteClient:
                             body = b""
                         else:
                             declared = header(response, b"content-length") or "0"
-                            if declared.isdigit() and int(declared) > self.max_bytes:
-                                raise FetchError(f"{url}: {declared} bytes is over the {self.max_bytes} limit", True)
-                            if 200 <= status < 300 and not acceptable_type(content_type):
-                                raise FetchError(f"{url}: refused content type {content_type!r}", permanent=True)
-                            body = await self._read(url, response)
+                            if prefix is None:  # a prefix is read whatever the size and type said
+                                if declared.isdigit() and int(declared) > self.max_bytes:
+                                    raise FetchError(f"{url}: {declared} bytes is over the {self.max_bytes} limit",
+                                                     True)
+                                if 200 <= status < 300 and not acceptable_type(content_type):
+                                    raise FetchError(f"{url}: refused content type {content_type!r}", permanent=True)
+                            body = await self._read(url, response, prefix)
                         return Response(url=url, status=status, content_type=content_type, body=body,
                                         etag=header(response, b"etag"),
                                         last_modified=header(response, b"last-modified"),
@@ -614,15 +671,15 @@ class PoliteClient:
             except TimeoutError as exc:
                 raise FetchError(f"{url}: no complete answer within the {self.deadline:g} s deadline") from exc
             except HTTP_ERRORS as exc:
-                raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from exc
+                raise FetchError(f"{url}: {type(exc).__name__}: {exc}", permanent=answers_the_same(exc)) from exc
             except httpx.InvalidURL as exc:
                 raise FetchError(f"{url}: invalid URL: {exc}", permanent=True) from exc
 
     async def get(self, url: str, headers: dict[str, str] | None = None, check_robots: bool = True,
-                  reserved: Reservation | None = None) -> Response:
+                  reserved: Reservation | None = None, prefix: int | None = None) -> Response:
         """GET with every redirect hop checked (address, robots.txt); raises FetchError.
 
-        ``reserved``: the first hop's host slot, reserved ahead (``HostGate.slot``)."""
+        ``reserved``: the first hop's host slot, reserved ahead (``HostGate.slot``); ``prefix``: see ``_read``."""
         current = normalise_path(url)
         seen: set[str] = set()
         for _ in range(MAX_REDIRECTS + 1):
@@ -630,12 +687,13 @@ class PoliteClient:
             delay = None
             if check_robots:
                 robots = await self._robots_for(current)
-                if robots.parser is not None and not robots.parser.can_fetch(self.user_agent, current):
-                    if robots.trouble:  # passes by itself: retry later
-                        raise FetchError(f"{current}: robots.txt unavailable (HTTP 429/5xx), not fetched for now")
+                if robots.trouble:  # passes by itself: retry later
+                    raise FetchError(f"{current}: robots.txt unreachable (HTTP 429/5xx or no answer), "
+                                     "not fetched for now")
+                if robots.rules is not None and not robots.rules.can_fetch(current):
                     raise FetchError(f"{current}: disallowed by robots.txt", permanent=True)
-                delay = _crawl_delay(robots, self.user_agent)
-            response = await self._get_once(current, headers or {}, delay, reserved)
+                delay = robots.rules.crawl_delay if robots.rules is not None else None
+            response = await self._get_once(current, headers or {}, delay, reserved, prefix)
             reserved = None  # a redirect's next hop takes its own slot
             if response.status in {301, 302, 303, 307, 308}:
                 if not response.location:
@@ -672,9 +730,10 @@ class PoliteClient:
         return f"{host}:{port}"
 
     async def allowed(self, url: str) -> bool:
+        """Whether robots.txt lets fetch have ``url`` now (False while it cannot be read)."""
         url = normalise_path(url)
         robots = await self._robots_for(url)
-        return robots.parser is None or robots.parser.can_fetch(self.user_agent, url)
+        return not robots.trouble and (robots.rules is None or robots.rules.can_fetch(url))
 
     def _fresh_robots(self, origin: str) -> _Robots | None:
         cached = self._robots.get(origin)
@@ -698,20 +757,14 @@ class PoliteClient:
 
     async def _read_robots(self, origin: str) -> _Robots:
         status, text = await self._robots_text(origin)
-        parser: RobotFileParser | None = None
-        trouble = status == 429 or status >= 500
-        if trouble:
-            parser = RobotFileParser()
-            parser.parse(["User-agent: *", "Disallow: /"])  # server trouble: stay away for now
-        elif 200 <= status < 300:
-            parser = RobotFileParser()
-            parser.parse(text.splitlines())
-        robots = _Robots(time.monotonic(), parser, trouble)
+        robots = _Robots(time.monotonic(), *robots_verdict(status, text, self.product))
         self._robots[origin] = robots
         return robots
 
     async def _robots_text(self, origin: str) -> tuple[int, str]:
-        """(status, text) of the origin's robots.txt, from Redis when another replica read it lately."""
+        """(status, text) of the origin's robots.txt, from Redis when another replica read it lately.
+        The status is ``ROBOTS_UNREACHABLE`` when it did not answer, 404 when it was refused for
+        good (a refused address, too many redirects: the pages will tell)."""
         key = robots_key(origin)
         if self.redis is not None:
             stored = await self.redis.hgetall(key)
@@ -719,13 +772,15 @@ class PoliteClient:
                 text = stored.get(b"text", b"")
                 return int(stored.get(b"status", b"0")), redis_store_text(text)
         try:
-            response = await self._get_once(origin + "/robots.txt", {})
+            # Redirects followed, each hop checked (RFC 9309 2.3.1.2: at least five); the first
+            # 500 KiB kept (2.5), read as UTF-8 (2.3).
+            response = await self.get(origin + "/robots.txt", check_robots=False, prefix=ROBOTS_MAX_BYTES)
             status = response.status
-            text = response.body[:ROBOTS_MAX_BYTES].decode("utf-8", "replace") if status < 300 else ""
-        except FetchError:
-            status, text = 404, ""  # unreachable or refused: as if there were none (the page fetch will tell)
+            text = response.body.decode("utf-8", "replace") if 200 <= status < 300 else ""
+        except FetchError as exc:
+            status, text = (404 if exc.permanent else ROBOTS_UNREACHABLE), ""
         if self.redis is not None:
-            ttl = ROBOTS_TROUBLE_TTL_SECONDS if status == 429 or status >= 500 else ROBOTS_TTL_SECONDS
+            ttl = ROBOTS_TROUBLE_TTL_SECONDS if robots_unreachable(status) else ROBOTS_TTL_SECONDS
             await self.redis.hset(key, mapping={"status": str(status), "text": text})
             await self.redis.expire(key, int(ttl))
         return status, text
@@ -735,8 +790,55 @@ def redis_store_text(value: object) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _crawl_delay(robots: _Robots, user_agent: str) -> float | None:
-    if robots.parser is None or robots.trouble:
-        return None
-    value = robots.parser.crawl_delay(user_agent)
-    return min(float(value), MAX_CRAWL_DELAY) if value else None
+_PRODUCT_TOKEN = re.compile(r"[A-Za-z_-]+")
+
+
+def product_token(user_agent: str) -> str:
+    """The product token of a User-Agent (RFC 9309 2.2.1: letters, "_" and "-"), lower case:
+    ``newswatch/0.1 (+https://…)`` → ``newswatch``."""
+    found = _PRODUCT_TOKEN.match(user_agent.strip())
+    return found.group(0).lower() if found else ""
+
+
+class RobotsRules:
+    """One robots.txt as RFC 9309 reads it, for one product token.
+
+    protego does the matching: ``*`` and ``$`` in paths (2.2.3), the longest match winning and
+    Allow winning a tie (2.2.2), paths and patterns compared with their percent-encoding
+    normalised (2.2.2: ``/foo/bar/ツ`` is ``/foo/bar/%E3%83%84``), groups of one product token
+    merged (2.2.1), ``/robots.txt`` itself always allowed (2.2.2), Crawl-delay read (not in the
+    RFC; kept as the extension most sites use). The group is chosen here, not by protego: the
+    group whose User-agent is our product token (case-insensitive), else ``*``, else none (all
+    allowed). protego's own choice takes the longest User-agent that occurs anywhere in the
+    given name, so a group ``news`` would rule a crawler called ``newswatch``."""
+
+    __slots__ = ("_group", "crawl_delay")
+
+    def __init__(self, text: str, product: str) -> None:
+        groups = Protego.parse(text)._user_agents  # product token (lower case) → its merged group
+        self._group = groups.get(product.lower()) or groups.get("*")
+        delay = self._group.crawl_delay if self._group is not None else None
+        self.crawl_delay: float | None = min(float(delay), MAX_CRAWL_DELAY) if delay else None
+
+    def can_fetch(self, url: str) -> bool:
+        if self._group is None:
+            return True
+        if urlsplit(url).path == "/robots.txt":
+            return True
+        return bool(self._group.can_fetch(url))
+
+
+def robots_unreachable(status: int) -> bool:
+    """RFC 9309 2.3.1.4: a server error or no answer (and here 429) means "disallow everything for now"."""
+    return status == ROBOTS_UNREACHABLE or status == 429 or status >= 500
+
+
+def robots_verdict(status: int, text: str, product: str) -> tuple[RobotsRules | None, bool]:
+    """(rules, trouble) of a robots.txt answer: the parsed rules of a 2xx; none (everything
+    allowed) for a 4xx ("unavailable", 2.3.1.3) and any other answer; ``trouble`` (everything
+    disallowed, asked again later) when it could not be read (``robots_unreachable``)."""
+    if robots_unreachable(status):
+        return None, True
+    if 200 <= status < 300:
+        return RobotsRules(text, product), False
+    return None, False

@@ -4,9 +4,12 @@ Per source, a loop polls its feeds, sitemaps and pages every ``poll_seconds`` an
 wakes for the pages whose retry is due. Every article URL that has no state
 (``shared.redis_store``: ``nw:url:<id>``) and is not waiting for a retry is fetched and published.
 Once the broker has acknowledged the page, its URL is in flight for
-``NEWSWATCH_INFLIGHT_TTL_SECONDS``; the alert stage, the last one, marks it done once it has the
-article and its alerts are on the broker. A page lost on the way is fetched again once the
-in-flight mark expires, while its feed lists it.
+``NEWSWATCH_INFLIGHT_TTL_SECONDS``, in the name of this process (``inflight:<replica>``, and in its
+hash ``nw:fetch:inflight:<replica>``); the alert stage, the last one, marks it done once it has the
+article and its alerts are on the broker. A page whose publisher is gone (its heartbeat
+``nw:fetch:publisher:<replica>`` expired) is taken over by another fetch process and fetched again
+at once (``take_over``); a page lost while its publisher runs is fetched again once the in-flight
+mark expires, while its feed lists it.
 
 HTTP policy for article pages (after redirects, each hop checked by ``politeness.PoliteClient``):
 
@@ -17,9 +20,11 @@ HTTP policy for article pages (after redirects, each hop checked by ``politeness
 | host's robots.txt answering 429/5xx            | Retry-After (capped at 1 h) or else the shared Backoff;   |
 |                                                | given up after ``max_attempts`` (8) attempts              |
 | 404, 410                                       | given up at once                                          |
-| other 4xx, 3xx not followed, too many          | given up at once                                          |
-| redirects, 204/205, other statuses, robots.txt |                                                           |
-| refusal, size cap, non-public address          |                                                           |
+| other 4xx, 3xx not followed, too many          | given up at once (a page taken over from a dead process:  |
+| redirects, 204/205, other statuses, robots.txt | left unknown instead, for its feed to list it again)      |
+| refusal, size cap, non-public address, a       |                                                           |
+| response head h11 refuses (over 100 KiB: too   |                                                           |
+| many or too long headers)                      |                                                           |
 | a page over the broker's message cap (poison)  | given up                                                  |
 
 "Given up" = ``nw:url:<id>`` set to ``failed: <reason>`` for ``NEWSWATCH_URL_TTL_DAYS``. Every page
@@ -33,8 +38,11 @@ an ok or unchanged poll sets ``newswatch_fetch_last_success_timestamp_seconds{so
 
 | answer                                   | action                                                        |
 |------------------------------------------|---------------------------------------------------------------|
-| 2xx                                      | parsed (outcome ok; a body that is no feed/sitemap: error);   |
-|                                          | ETag / Last-Modified kept for the next conditional GET        |
+| 2xx                                      | parsed (outcome ok); ETag / Last-Modified kept for the next   |
+|                                          | conditional GET; links with another scheme or over 2,048      |
+|                                          | characters refused (``newswatch_fetch_refused_total``, logged |
+|                                          | once); a body that is no feed/sitemap: error, backed off as   |
+|                                          | below (a login page answered with 200 at every poll)          |
 | 304                                      | unchanged (a sitemap index's children are still polled)       |
 | 408, 429, 5xx, network error or timeout  | error; the feed is not polled again before Retry-After (capped |
 |                                          | at 1 h) or else the shared Backoff (outcome backoff meanwhile) |
@@ -68,6 +76,8 @@ Redis keys of fetch (besides ``nw:url:<id>``):
   feeds, or seen by two replicas, is fetched once); it expires ``NEWSWATCH_HTTP_DEADLINE`` + 30 s
   after it was taken, so a page whose fetcher was killed waits that long at most.
 - ``nw:fetch:host:<host:port>`` and ``nw:fetch:robots:<origin>``: see ``politeness``.
+- ``nw:fetch:publisher:<replica>`` (heartbeat, 15 s, beaten every 4 s), ``nw:fetch:publishers`` (set)
+  and ``nw:fetch:inflight:<replica>`` (hash: article id → item): see ``shared.redis_store``.
 
 A feed or sitemap listed twice (in one source or two, same normalised URL) is polled once, under
 the first source listing it.
@@ -97,14 +107,16 @@ from services.fetch.feeds import (
     Source,
     SourcesError,
     article_id,
+    cut,
     is_http_url,
     load_sources,
     normalise_url,
     parse_feed,
     parse_sitemap,
+    screen,
 )
 from services.fetch.politeness import FetchError, PoliteClient, Reservation, Response, host_key, reserve_lua
-from shared import events, metrics, pipeline, redis_store
+from shared import events, health, metrics, pipeline, redis_store
 from shared.failures import Kind, PoisonInput, classify
 from shared.retry import Backoff, parse_retry_after
 from shared.runtime import Emit, cpu
@@ -224,6 +236,41 @@ return {leased and 1 or 0, cached, wait}
 """
 
 
+# KEYS: this process's heartbeat, the publishers' set, its in-flight hash; ARGV: its id, heartbeat TTL,
+# the URL state key prefix, the state its pages in flight have.
+_BEAT = """
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+local ids = redis.call('HKEYS', KEYS[3])
+for _, id in ipairs(ids) do
+  if redis.call('GET', ARGV[3] .. id) ~= ARGV[4] then
+    redis.call('HDEL', KEYS[3], id)
+  end
+end
+return #ids
+"""
+# KEYS: a dead process's heartbeat, the publishers' set, its in-flight hash; ARGV: its id, the URL
+# state key prefix, the state its pages in flight have. Returns the items of its pages still in flight
+# (their state removed: the taker fetches them as new), nothing if it beats after all.
+_TAKE_OVER = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {}
+end
+local entries = redis.call('HGETALL', KEYS[3])
+redis.call('DEL', KEYS[3])
+redis.call('SREM', KEYS[2], ARGV[1])
+local out = {}
+for i = 1, #entries, 2 do
+  local state = ARGV[2] .. entries[i]
+  if redis.call('GET', state) == ARGV[3] then
+    redis.call('DEL', state)
+    table.insert(out, entries[i + 1])
+  end
+end
+return out
+"""
+
+
 def page_digest(body: bytes) -> str:
     return hashlib.sha1(body).hexdigest()[:20]
 
@@ -272,6 +319,12 @@ class FetchStage:
         self._write_behind: dict[str, tuple[str, dict[Any, Any], str, int]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._start_script: Any = self.redis.register_script(_POLL_START)
+        self._beat_script: Any = self.redis.register_script(_BEAT)
+        self._takeover_script: Any = self.redis.register_script(_TAKE_OVER)
+        self._inflight = redis_store.inflight_key(self.replica)
+        self._by_id = {source.id: source for source in self.sources}
+        self._taking_over: set[asyncio.Task[Any]] = set()
+        self._refusals_logged: set[bytes] = set()  # (feed, link) digests of the refusals logged already
         for source in self.sources:
             metrics.init_source(source.id)
 
@@ -282,10 +335,14 @@ class FetchStage:
         self.outlet = outlet
         loops = [asyncio.create_task(self.run_source(s, stop)) for s in self.sources]
         waker = asyncio.create_task(self._wake_on_stop(stop))
+        heart = asyncio.create_task(self._keep_alive(stop), name="fetch-heartbeat")
         try:
             await asyncio.gather(*loops)
         finally:
             waker.cancel()
+            heart.cancel()
+            for task in list(self._taking_over):
+                task.cancel()
             with contextlib.suppress(Exception):
                 await self.flush_writes()
             await self.http.aclose()
@@ -313,16 +370,98 @@ class FetchStage:
         finally:
             self._sleeping.discard(task)
 
+    # --- pages in flight of a process that is gone ----------------------------------------------------
+
+    async def beat(self) -> None:
+        """This process runs: its heartbeat set, its id in the publishers' set, and its in-flight
+        hash rid of the pages that are no longer its own in flight (done, given up, expired)."""
+        await self._beat_script(keys=[redis_store.publisher_key(self.replica), redis_store.PUBLISHERS_KEY,
+                                      self._inflight],
+                                args=[self.replica, redis_store.PUBLISHER_TTL_SECONDS, redis_store.url_key(""),
+                                      redis_store.inflight_value(self.replica)])
+
+    async def take_over(self, stop: asyncio.Event | None = None) -> int:
+        """Take over the pages in flight of every fetch process whose heartbeat has expired, and fetch
+        them again now: they went out on the broker but never came through (a run killed with its
+        in-memory broker, or the broker lost them), and their feeds may not list them again (a 304).
+        One script per dead process takes its hash whole, so two replicas never share one. Returns
+        how many pages were taken over."""
+        publishers = [redis_store.as_str(p) for p in await self.redis.smembers(redis_store.PUBLISHERS_KEY)]
+        others = [p for p in publishers if p != self.replica]
+        if not others:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for publisher in others:
+            pipe.exists(redis_store.publisher_key(publisher))
+        alive = await pipe.execute()
+        taken = 0
+        for publisher, beating in zip(others, alive, strict=True):
+            if beating:
+                continue
+            raw = await self._takeover_script(
+                keys=[redis_store.publisher_key(publisher), redis_store.PUBLISHERS_KEY,
+                      redis_store.inflight_key(publisher)],
+                args=[publisher, redis_store.url_key(""), redis_store.inflight_value(publisher)])
+            items = [json.loads(redis_store.as_str(entry)) for entry in raw]
+            if items:
+                log.warning("pages in flight of a fetch process that is gone: fetched again now",
+                            extra={"publisher": publisher, "pages": len(items)})
+            for entry in items:
+                source = self._by_id.get(str(entry.get("source", "")))
+                if source is None:  # a source no longer configured: its page goes with it
+                    continue
+                item = Item(url=str(entry["url"]), title=str(entry.get("title", "")),
+                            published=str(entry.get("published", "")), lang=str(entry.get("lang", "")))
+                task = asyncio.create_task(self._fetch_item(source, item, stop, taken_over=True))
+                self._taking_over.add(task)
+                task.add_done_callback(self._taking_over.discard)
+                taken += 1
+        return taken
+
+    async def _keep_alive(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.beat()
+                health.dependency_ok(STAGE, "redis")
+                await self.take_over(stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: the polls wait for it too; beat again later
+                if classify(exc) is Kind.TRANSIENT:
+                    metrics.dependency_error(STAGE, exc)
+                log.warning("fetch heartbeat or take-over failed", extra={"error": repr(exc)[:300]})
+            await self._sleep(redis_store.PUBLISHER_BEAT_SECONDS, stop)
+
     # --- feeds and sitemaps -------------------------------------------------------------------------
 
-    def _back_off_doc(self, source: Source, url: str, kind: str, why: str, retry_after: float | None) -> None:
+    def _back_off_doc(self, source: Source, url: str, kind: str, why: str, retry_after: float | None,
+                      message: str = "") -> None:
         state = self._docs.setdefault(url, _DocBackoff())
         state.attempts += 1
         delay = (min(retry_after, self.policy.retry_after_cap) if retry_after is not None
                  else self.policy.feed_backoff.delay(state.attempts))
         state.not_before = time.time() + delay
-        log.warning(f"{kind} poll failed, backing off", extra={
-            "source": source.id, kind: url, "error": why, "attempt": state.attempts, "retry_in": round(delay, 3)})
+        log.warning(message or f"{kind} poll failed, backing off", extra={
+            "source": source.id, kind: url, "error": cut(why, 500), "attempt": state.attempts,
+            "retry_in": round(delay, 3)})
+
+    def _parsed(self, url: str) -> None:
+        """The feed or sitemap answered one that parsed: its backoff, if any, is over."""
+        self._docs.pop(url, None)
+
+    def _refuse(self, source: Source, url: str, kind: str, refused: Sequence[tuple[str, str]]) -> None:
+        """Count the links a poll refused (``newswatch_fetch_refused_total``), and log each once per
+        process (a feed lists it at every poll), cut to a bounded length."""
+        for reason, link in refused:
+            metrics.FETCH_REFUSED.labels(source.id, reason).inc()
+            digest = hashlib.sha1(f"{url} {link}".encode("utf-8", "replace")).digest()
+            if digest in self._refusals_logged:
+                continue
+            if len(self._refusals_logged) >= 100_000:
+                self._refusals_logged.clear()
+            self._refusals_logged.add(digest)
+            log.warning(f"{kind} lists a link fetch refuses", extra={
+                "source": source.id, kind: url, "reason": reason, "link": cut(link), "chars": len(link)})
 
     async def _get_doc(self, source: Source, url: str, kind: str,
                        cached: Hash | None = None) -> tuple[str, Response | None, Hash]:
@@ -359,7 +498,7 @@ class FetchStage:
         except FetchError as exc:
             metrics.poll(source.id, "error", None)
             if exc.permanent:
-                log.warning(f"{kind} poll failed", extra={"source": source.id, kind: url, "error": str(exc)})
+                log.warning(f"{kind} poll failed", extra={"source": source.id, kind: url, "error": cut(str(exc), 500)})
             else:
                 self._back_off_doc(source, url, kind, str(exc), None)
             return "error", None, cached
@@ -369,8 +508,7 @@ class FetchStage:
             metrics.poll(source.id, "unchanged", status)
             return "unchanged", None, cached
         metrics.FETCHED_BYTES.labels(source.id).inc(len(response.body))
-        if 200 <= status < 300:
-            self._docs.pop(url, None)
+        if 200 <= status < 300:  # its backoff ends once it parses (``_parsed``): a 200 login page backs off too
             return "ok", response, cached
         metrics.poll(source.id, "error", status)
         if status in RETRIED_STATUSES or 500 <= status < 600:
@@ -409,13 +547,19 @@ class FetchStage:
         except Exception as exc:  # parse_feed reports in .error; anything else is still a broken feed
             feed = FeedResult(error=f"{type(exc).__name__}: {exc}"[:300])
         if feed.error:
+            # Backed off like an HTTP error: a feed URL answering a login or error page with 200
+            # answers it at every poll (counted as outcome error, status class 2xx).
             metrics.poll(source.id, "error", response.status)
-            log.warning("feed poll failed: the body is not a feed", extra={"source": source.id, "feed": url,
-                                                                         "error": feed.error})
+            self._back_off_doc(source, url, "feed", feed.error, None,
+                               "feed poll failed: the body is not a feed; backing off")
             return []
+        self._parsed(url)
         metrics.poll(source.id, "ok", response.status)
-        await self._remember(url, response, feed.items, cached)
-        return feed.items
+        items, refused = screen(feed.items, feed.refused)
+        if refused:
+            self._refuse(source, url, "feed", refused)
+        await self._remember(url, response, items, cached)
+        return items
 
     async def _sitemap_items(self, source: Source, url: str, depth: int, visited: set[str],
                              cached: Hash | None = None) -> list[Item]:
@@ -435,14 +579,19 @@ class FetchStage:
             except ValueError:
                 children = []
         elif response is not None:
+            dropped: list[str] = []
             try:
-                items, children = parse_sitemap(response.body)
+                items, children = parse_sitemap(response.body, dropped)
             except SitemapError as exc:
                 metrics.poll(source.id, "error", response.status)
-                log.warning("sitemap poll failed: the body is not a sitemap",
-                            extra={"source": source.id, "sitemap": url, "error": str(exc)})
+                self._back_off_doc(source, url, "sitemap", str(exc), None,
+                                   "sitemap poll failed: the body is not a sitemap; backing off")
                 return []
+            self._parsed(url)
             metrics.poll(source.id, "ok", response.status)
+            items, refused = screen(items, dropped)
+            if refused:
+                self._refuse(source, url, "sitemap", refused)
             await self._remember(url, response, items, cached, children)
         else:
             return []
@@ -481,7 +630,13 @@ class FetchStage:
         await self._forget_retry(source, aid)
         metrics.FETCH_PAGES.labels(source.id, "gave_up").inc()
         metrics.MESSAGES_FAILED.labels(STAGE, pipeline.SOURCE_INPUT, "poison").inc()
-        log.warning("page given up", extra={"source": source.id, "url": item.url, "id": aid, "reason": reason})
+        log.warning("page given up", extra={"source": source.id, "url": cut(item.url), "id": aid,
+                                            "reason": cut(reason, 500)})
+
+    def _gone(self, source: Source, item: Item, reason: str) -> str:
+        log.warning("page taken over is not there now: left for its feed to list again", extra={
+            "source": source.id, "url": cut(item.url), "reason": cut(reason, 500)})
+        return "gone"
 
     async def _retry_later(self, source: Source, item: Item, aid: str, reason: str, retry_after: float | None) -> None:
         key = retry_key(aid)
@@ -501,12 +656,18 @@ class FetchStage:
         self._due_hint[source.id] = min(self._due_hint.get(source.id, not_before), not_before)
         metrics.FETCH_PAGES.labels(source.id, "retry").inc()
         log.warning("page fetch failed, retrying later", extra={
-            "source": source.id, "url": item.url, "id": aid, "error": reason, "attempt": attempts,
+            "source": source.id, "url": cut(item.url), "id": aid, "error": cut(reason, 500), "attempt": attempts,
             "retry_in": round(delay, 3)})
 
-    async def _fetch_item(self, source: Source, item: Item, stop: asyncio.Event | None = None) -> str:
+    async def _fetch_item(self, source: Source, item: Item, stop: asyncio.Event | None = None,
+                          taken_over: bool = False) -> str:
         """Fetch and publish one article URL; returns what happened (for logs and tests):
-        known, waiting, published, retry, failed, stopped."""
+        known, waiting, published, retry, failed, gone, stopped.
+
+        ``taken_over``: a page published before by a process that is gone (``take_over``). A final
+        answer to it now (404, a refusal) is not taken as final for good: the URL is left unknown
+        ("gone"), to be fetched like a new one if a feed lists it again (a site that took the page
+        down for a while; the demo sites, which start their timeline again at each run)."""
         aid = article_id(item.url)
         if await self.redis.exists(redis_store.url_key(aid)):
             return "known"
@@ -523,19 +684,21 @@ class FetchStage:
         metrics.MESSAGES_CONSUMED.labels(STAGE, pipeline.SOURCE_INPUT).inc()
         started = time.perf_counter()
         try:
-            return await self._fetch_claimed(source, item, aid, retry, stop)
+            return await self._fetch_claimed(source, item, aid, retry, stop, taken_over)
         finally:
             metrics.PROCESSING_SECONDS.labels(STAGE).observe(time.perf_counter() - started)
             await self.redis.delete(claim_key(aid))
 
     async def _fetch_claimed(self, source: Source, item: Item, aid: str, retry: Hash,
-                             stop: asyncio.Event | None) -> str:
+                             stop: asyncio.Event | None, taken_over: bool = False) -> str:
         if await self.redis.exists(redis_store.url_key(aid)):  # settled meanwhile by another fetcher
             return "known"
         try:
             response = await self.http.get(item.url)
         except FetchError as exc:
             if exc.permanent:
+                if taken_over:
+                    return self._gone(source, item, str(exc))
                 await self._give_up(source, item, aid, str(exc))
                 return "failed"
             await self._retry_later(source, item, aid, str(exc), None)
@@ -547,6 +710,8 @@ class FetchStage:
                                     parse_retry_after(response.retry_after))
             return "retry"
         if action is Action.FINAL:
+            if taken_over:
+                return self._gone(source, item, f"http {response.status}")
             await self._give_up(source, item, aid, f"http {response.status}")
             return "failed"
         if item.url in source.pages:  # a page polled again later: its validators for a conditional GET
@@ -572,6 +737,7 @@ class FetchStage:
         outcome, response, cached = await self._get_doc(source, url, "page", cached)
         if response is None:
             return outcome
+        self._parsed(url)
         metrics.poll(source.id, "ok", response.status)
         digest = page_digest(response.body)
         if digest == _text(cached, "body") or page_action(response.status) is not Action.PUBLISH:
@@ -596,7 +762,16 @@ class FetchStage:
 
         async def in_flight() -> None:
             # Only now that the broker holds the page is the URL in flight: a crash before re-fetches it.
-            await redis_store.mark_url(self.redis, aid, redis_store.URL_INFLIGHT, self.settings.inflight_ttl_seconds)
+            # The state names this process, and its in-flight hash holds the item: should this process
+            # die, another takes the page over once its heartbeat has expired (``_take_over``).
+            ttl = max(1, int(self.settings.inflight_ttl_seconds))
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.set(redis_store.url_key(aid), redis_store.inflight_value(self.replica), ex=ttl)
+            pipe.hset(self._inflight, aid, json.dumps({"source": source.id, "url": item.url, "title": item.title,
+                                                       "published": item.published, "lang": item.lang}))
+            pipe.expire(self._inflight, ttl + 3600)
+            pipe.sadd(redis_store.PUBLISHERS_KEY, self.replica)  # (its beat adds it too; a page can come first)
+            await pipe.execute()
             if retry:
                 await self._forget_retry(source, aid)
 
@@ -792,6 +967,7 @@ class FetchStage:
                     self._due_hint[source.id] = min(due, refresh) if due is not None else refresh
                 wake = min([*next_doc.values(), next_pages if source.pages else float("inf")])
                 wait = min(wake - time.monotonic(), self._due_hint[source.id] - time.time())
+                health.dependency_ok(STAGE, "redis")  # a whole step without a failure: Redis answered
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one broken source must not stop the others

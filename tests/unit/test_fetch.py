@@ -299,7 +299,7 @@ def test_page_503_twice_then_200_is_published_once_after_retry_after(script: Scr
         sent_at, emit = outlet.sent[0]
         assert sent_at - hits[0] >= 1.9 and emit.key == article_id(page)
         assert emit.topic is RAW_PAGES and emit.event.http_status == 200  # type: ignore[attr-defined]
-        assert await url_state(stage, page) == redis_store.URL_INFLIGHT
+        assert await url_state(stage, page) == redis_store.inflight_value(stage.replica)
         assert not await stage.redis.exists(retry_key(article_id(page)))
         assert await stage.redis.zcard(due_key(source.id)) == 0
         assert any(h.get("if-none-match") == '"v1"' for h in script.headers_of("/feed.xml"))  # polled, 304
@@ -369,6 +369,56 @@ def test_a_restarted_fetch_reads_a_304_feed_whole_once_and_takes_a_lost_page_aga
     asyncio.run(go())
 
 
+def test_pages_in_flight_of_a_dead_fetch_are_taken_over_and_fetched_again_at_once(
+        script: Script, fetch_settings: Settings) -> None:
+    # issue 21, case 2: a run killed with kill -9 left a page in flight; its feed answers 304 from
+    # then on, so it is never listed again: the next fetch process takes it over by the heartbeat
+    page, done = script.url("/stuck.html"), script.url("/done.html")
+    script.set("/feed.xml", Reply(200, rss(page, done), etag='"v1"'))
+    for path in ("/stuck.html", "/done.html"):
+        script.set(path, Reply(200, b"<html><body>ok</body></html>", {"Content-Type": "text/html"}))
+    source = Source(id="t-takeover", feeds=(script.url("/feed.xml"),), poll_seconds=0.1)
+
+    async def go() -> None:
+        dead = FetchStage(fetch_settings, [source], fast_policy())
+        outlet = FakeOutlet()
+        await run_until(dead, outlet, lambda: len(outlet.sent) == 2, 5.0)
+        stuck = await url_state(dead, page)
+        assert stuck == redis_store.inflight_value(dead.replica)
+        # the alert stage finishes one: it leaves the dead process's in-flight hash
+        await redis_store.mark_url_done(dead.redis, article_id(done), 3600)
+        assert await dead.redis.hkeys(redis_store.inflight_key(dead.replica)) == [article_id(page).encode()]
+        with redis.Redis.from_url(fetch_settings.redis_url) as sync:
+            assert redis_store.pages_in_flight(sync) == {dead.replica: 1}
+
+        heir = FetchStage(fetch_settings, [source], fast_policy())
+        heir.outlet = again = FakeOutlet()
+        assert await heir.take_over() == 0  # its heartbeat has not expired: it may be running still
+        assert again.sent == []
+        # kill -9: its heartbeat stops and expires (PUBLISHER_TTL_SECONDS); here, at once
+        await dead.redis.delete(redis_store.publisher_key(dead.replica))
+        hits = len(script.hits("/stuck.html"))
+        assert await heir.take_over() == 1
+        await asyncio.wait_for(asyncio.gather(*heir._taking_over), 5.0)
+        assert [emit.key for _, emit in again.sent] == [article_id(page)]
+        assert len(script.hits("/stuck.html")) == hits + 1 and len(script.hits("/done.html")) == 1
+        assert await url_state(heir, page) == redis_store.inflight_value(heir.replica)
+        assert not await heir.redis.exists(redis_store.inflight_key(dead.replica))
+        assert await heir.take_over() == 0  # taken once, by one process
+        with redis.Redis.from_url(fetch_settings.redis_url) as sync:
+            assert redis_store.pages_in_flight(sync) == {heir.replica: 1}
+            await redis_store.mark_url_done(heir.redis, article_id(page), 3600)
+            assert redis_store.pages_in_flight(sync) == {}
+        # a live process's beat keeps only its own pages still in flight in its hash
+        await heir.beat()
+        assert await heir.redis.hlen(redis_store.inflight_key(heir.replica)) == 0
+        assert await heir.redis.ttl(redis_store.publisher_key(heir.replica)) > 0
+        for stage in (dead, heir):
+            await stage.http.aclose()
+            await stage.redis.aclose()
+    asyncio.run(go())
+
+
 def test_page_429_with_retry_after_is_published_after_it(script: Script, fetch_settings: Settings) -> None:
     page = script.url("/b.html")
     script.set("/feed.xml", Reply(200, rss(page)))
@@ -382,7 +432,7 @@ def test_page_429_with_retry_after_is_published_after_it(script: Script, fetch_s
         hits = script.hits("/b.html")
         assert len(hits) == 2 and hits[1] - hits[0] >= 0.95
         assert len(outlet.sent) == 1 and outlet.sent[0][0] - hits[0] >= 0.95
-        assert await url_state(stage, page) == redis_store.URL_INFLIGHT
+        assert await url_state(stage, page) == redis_store.inflight_value(stage.replica)
         await stage.redis.aclose()
     asyncio.run(go())
     assert sample("newswatch_fetch_pages_total", source=source.id, outcome="retry") == 1
@@ -558,7 +608,7 @@ def test_broken_feeds_are_errors_with_a_log_line(script: Script, fetch_settings:
     assert sample("newswatch_fetch_polls_total", source=source.id, outcome="ok") == 1
     messages = [(r.getMessage(), getattr(r, "feed", "")) for r in caplog.records]
     assert ("feed poll failed: HTTP 403; check the URL in the sources file", script.url("/forbidden.xml")) in messages
-    assert ("feed poll failed: the body is not a feed", script.url("/html.xml")) in messages
+    assert ("feed poll failed: the body is not a feed; backing off", script.url("/html.xml")) in messages
 
 
 def test_page_actions() -> None:

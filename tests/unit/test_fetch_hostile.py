@@ -24,6 +24,7 @@ from services.fetch.politeness import AddressPolicy, FetchError, PoliteClient, i
 from services.fetch.service import FetchStage, dedupe_sources, doc_key
 from shared import redis_store
 from shared.events import RawPage
+from shared.retry import Backoff
 from shared.settings import Settings
 from tests.unit.test_fetch import FakeOutlet, fast_policy, rss, run_until, sample
 
@@ -244,7 +245,8 @@ def test_billion_laughs_feed_and_sitemap_are_refused_as_errors(server: Server, s
     asyncio.run(go())
     assert sample("newswatch_fetch_polls_total", source=source.id, outcome="error") == 2
     messages = {r.getMessage() for r in caplog.records}
-    assert {"feed poll failed: the body is not a feed", "sitemap poll failed: the body is not a sitemap"} <= messages
+    assert {"feed poll failed: the body is not a feed; backing off",
+            "sitemap poll failed: the body is not a sitemap; backing off"} <= messages
 
 
 def test_redirect_to_the_metadata_address_is_refused(server: Server) -> None:
@@ -587,3 +589,125 @@ def test_a_polled_page_is_asked_again_conditionally_and_a_change_is_a_new_versio
     assert ids[0] == article_id(url)
     assert state["conditional"] >= 4 and state["not_modified"] >= 3, state  # 304s between the versions
     assert b"version 2" in pages[1].body
+
+
+# --- what is permanent (issue 21, cases 4 to 6) -----------------------------------------------------
+
+def test_a_200_that_is_not_a_feed_is_backed_off_like_an_error(server: Server, settings: Settings,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    # a feed URL that answers its login page with 200: polled at every poll before (53 times in 100 s)
+    login = b"<html><body><form action=/login><input name=user></form></body></html>"
+    server.answer("/login.xml", 200, login, {"Content-Type": "text/html"})
+    server.answer("/sitemap.xml", 200, login, {"Content-Type": "text/html"})
+    url, sitemap = server.url("/login.xml"), server.url("/sitemap.xml")
+    source = Source(id="t-login", feeds=(url,), sitemaps=(sitemap,))
+
+    async def go() -> None:
+        stage = FetchStage(settings, [source], replace(fast_policy(), feed_backoff=Backoff(initial=60.0, cap=3600.0)))
+        with caplog.at_level(logging.WARNING, logger="services.fetch.service"):
+            for _ in range(5):  # five polls in a row: the first asks, the others are backed off
+                assert await stage._listed(source) == []
+        assert len(server.hits("/login.xml")) == 1 and len(server.hits("/sitemap.xml")) == 1
+        assert stage._docs[url].attempts == 1 and stage._docs[url].not_before > time.time() + 40
+        # its backoff over, it answers the same: the backoff grows (a 200 does not reset it)
+        stage._docs[url].not_before = 0.0
+        assert await stage._listed(source) == []
+        assert stage._docs[url].attempts == 2 and len(server.hits("/login.xml")) == 2
+        # the feed is back: its backoff ends with the first poll that parses
+        server.answer("/login.xml", 200, rss(server.url("/a.html")), {"Content-Type": "application/rss+xml"})
+        stage._docs[url].not_before = 0.0
+        assert [i.url for i in await stage._listed(source)] == [server.url("/a.html")]
+        assert url not in stage._docs
+        await stage.http.aclose()
+        await stage.redis.aclose()
+    asyncio.run(go())
+    # the feed: asked twice, then parsed; the sitemap: asked once, backed off at the six polls after
+    assert sample("newswatch_fetch_polls_total", source=source.id, outcome="error", status_class="2xx") == 2 + 1
+    assert sample("newswatch_fetch_polls_total", source=source.id, outcome="backoff") == 4 + 6
+    assert sample("newswatch_fetch_polls_total", source=source.id, outcome="ok") == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("feed poll failed: the body is not a feed; backing off") == 2
+
+
+def _huge_head(h: BaseHTTPRequestHandler, count: int, size: int) -> None:
+    h.send_response(200)
+    h.send_header("Content-Type", "text/html")
+    for n in range(count):
+        h.send_header(f"X-H{n}", "v" * size)
+    h.send_header("Content-Length", "2")
+    h.end_headers()
+    h.wfile.write(b"ok")
+
+
+def test_oversized_response_heads_are_final_at_once(server: Server, settings: Settings) -> None:
+    server.routes["/many.html"] = lambda h: _huge_head(h, 10_000, 20)  # 10,000 headers (300 KB)
+    server.routes["/long.html"] = lambda h: _huge_head(h, 1, 1_000_000)  # one header line of 1 MB
+
+    def hang_up(h: BaseHTTPRequestHandler) -> None:  # closes the connection without an answer: an accident
+        h.close_connection = True
+    server.routes["/hang-up.html"] = hang_up
+    source = Source(id="t-heads", pages=(server.url("/many.html"),))
+
+    async def go() -> None:
+        c = client(server)
+        for path in ("/many.html", "/long.html"):
+            with pytest.raises(FetchError, match="RemoteProtocolError") as info:
+                await c.get(server.url(path))
+            assert info.value.permanent, str(info.value)
+        with pytest.raises(FetchError, match="RemoteProtocolError") as info:
+            await c.get(server.url("/hang-up.html"))
+        assert not info.value.permanent  # retried later, as before
+        await c.aclose()
+        # through fetch: given up at the first answer, not retried 8 times as transient
+        stage = FetchStage(settings, [source], fast_policy())
+        stage.outlet = FakeOutlet()
+        for path in ("/many.html", "/long.html"):
+            assert await stage._fetch_item(source, Item(url=server.url(path))) == "failed"
+            state = await redis_store.url_state(stage.redis, article_id(server.url(path)))
+            assert state.startswith("failed: ") and "Receive buffer too long" in state and len(state) <= 500
+        assert await stage._fetch_item(source, Item(url=server.url("/hang-up.html"))) == "retry"
+        await stage.http.aclose()
+        await stage.redis.aclose()
+    asyncio.run(go())
+    assert len(server.hits("/many.html")) == 2 and len(server.hits("/long.html")) == 2
+
+
+def test_refused_links_are_counted_and_logged_once_and_cut(server: Server, settings: Settings,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    long_url = server.url("/x?" + "a" * 100_000)  # a 100 KB URL
+    bad = ["javascript:alert(1)", "file:///etc/passwd", "ftp://files.example.org/a.txt",
+           "data:text/html;base64,PHNjcmlwdD4=", "mailto:desk@example.org"]
+    good = server.url("/good.html")
+    links = [*bad, long_url, good]
+    server.answer("/feed.xml", 200, rss(*links), {"Content-Type": "application/rss+xml"})
+    atom = ('<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>A</title>'
+            + "".join(f'<entry><title>t</title><link href="{u}"/></entry>' for u in links) + "</feed>").encode()
+    server.answer("/atom.xml", 200, atom, {"Content-Type": "application/atom+xml"})
+    sitemap = ('<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+               + "".join(f"<url><loc>{u}</loc></url>" for u in links) + "</urlset>").encode()
+    server.answer("/sitemap.xml", 200, sitemap, {"Content-Type": "application/xml"})
+    server.answer("/good.html", 200, b"<html>ok</html>", {"Content-Type": "text/html"})
+    source = Source(id="t-refused", feeds=(server.url("/feed.xml"), server.url("/atom.xml")),
+                    sitemaps=(server.url("/sitemap.xml"),))
+
+    async def go() -> None:
+        stage = FetchStage(settings, [source], fast_policy())
+        stage.outlet = FakeOutlet()
+        with caplog.at_level(logging.INFO):
+            for _ in range(2):  # two polls: counted at each, logged at the first only
+                await stage._fetch_items(source, await stage._listed(source), None)
+        await stage.http.aclose()
+        await stage.redis.aclose()
+    asyncio.run(go())
+    # three documents list the same links, twice each
+    assert sample("newswatch_fetch_refused_total", source=source.id, reason="scheme") == 3 * 5 * 2
+    assert sample("newswatch_fetch_refused_total", source=source.id, reason="too_long") == 3 * 1 * 2
+    assert [p for p in server.paths() if p.startswith(("/x", "/good"))] == ["/good.html"]  # one fetch, the good one
+    refusals = [r for r in caplog.records if r.getMessage().endswith("lists a link fetch refuses")]
+    assert len(refusals) == 3 * 6  # once per (document, link)
+    assert {getattr(r, "reason", "") for r in refusals} == {"scheme", "too_long"}
+    # no log line anywhere is long: the 100 KB URL shows cut, with its length
+    assert max(len(repr(r.__dict__)) for r in caplog.records) < 3000
+    cut_ones = [r for r in refusals if getattr(r, "reason", "") == "too_long"]
+    assert all(getattr(r, "chars", 0) == len(long_url) and "characters)" in getattr(r, "link", "")
+               for r in cut_ones)

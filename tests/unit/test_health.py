@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from typing import cast
 
 import pytest
 
@@ -187,3 +188,69 @@ def test_local_listening_ports_are_free_and_outside_the_ephemeral_range() -> Non
         assert not low <= port <= high, port
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))  # free
+
+
+def test_a_dependency_failing_for_long_is_degraded_naming_it_and_not_a_failure() -> None:
+    # issue 21, case 7: every /healthz said OK while Redis was frozen for 30 s
+    clock = Clock()
+    live = Liveness("fetch", 120.0, clock, dependency_seconds=30.0, forget_seconds=60.0)
+    live.add("fetch", consuming=False)
+    live.running("fetch")
+    live.dependency_failed("fetch", "redis")
+    live.dependency_failed("fetch", "other")  # the network, a feed down: a source's own business
+    for _ in range(3):
+        clock.now += 10
+        live.beat()
+        live.dependency_failed("fetch", "redis")
+    verdict = live.check()  # 30 s: not longer than the period yet
+    assert verdict.ok and verdict.body["status"] == "ok" and verdict.body["degraded"] == []
+    assert verdict.body["failing"] == {"redis": {"fetch": {"seconds": 30.0, "failures": 4}}}
+    clock.now += 5
+    live.beat()
+    verdict = live.check()
+    assert verdict.ok and verdict.problems == [] and verdict.body["status"] == "degraded"
+    assert verdict.body["degraded"] == [
+        "stage fetch: redis failing for 35 s (4 attempts failed, none succeeded; waited out and retried)"]
+    live.dependency_ok("fetch", "broker")  # another dependency's success ends nothing
+    assert live.check().body["status"] == "degraded"
+    live.dependency_ok("fetch", "redis")
+    verdict = live.check()
+    assert verdict.body["status"] == "ok" and verdict.body["degraded"] == [] and "failing" not in verdict.body
+
+
+def test_a_streak_is_forgotten_when_nothing_fails_any_more() -> None:
+    clock = Clock()
+    live = Liveness("clean", 120.0, clock, dependency_seconds=30.0, forget_seconds=60.0)
+    live.add("clean", consuming=True)
+    live.dependency_failed("clean", "broker")
+    clock.now += 40
+    live.dependency_failed("clean", "broker")
+    live.beat()
+    assert live.check().body["status"] == "degraded"
+    clock.now += 61  # no attempt failed since (nothing tried it): the streak is over
+    live.beat()
+    assert live.check().body["status"] == "ok"
+    live.dependency_failed("clean", "broker")  # a new streak starts from now
+    assert live.check().body["failing"] == {"broker": {"clean": {"seconds": 0.0, "failures": 1}}}
+
+
+def test_a_stall_while_its_dependency_fails_is_degraded_and_a_finished_input_ends_it() -> None:
+    live, clock = _live(stall=60)
+    live.observe("clean", [("t", 0, 3, 0)])
+    for _ in range(7):
+        clock.now += 10
+        live.dependency_failed("clean", "redis")
+    live.beat()
+    verdict = live.check()
+    assert verdict.ok and verdict.body["status"] == "degraded", verdict.body
+    degraded = cast(list[str], verdict.body["degraded"])
+    assert any("redis failing for 60 s" in d for d in degraded)
+    assert any("has 3 inputs waiting and has finished none for 70 s, while redis fails" in d for d in degraded)
+    live.handled("clean", "t", 0, 0)  # Redis is back: an input went through
+    live.observe("clean", [("t", 0, 3, 0)])
+    assert live.check().body["status"] == "ok"
+    # the same stall without a failing dependency is a failure
+    clock.now += 61
+    live.beat()
+    verdict = live.check()
+    assert not verdict.ok and verdict.body["status"] == "failing"

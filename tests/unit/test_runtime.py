@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from aiokafka import errors as kafka_errors
 from prometheus_client import REGISTRY
 
-from shared import events, metrics, once, pipeline
+from shared import events, metrics, once, pipeline, redis_store
 from shared.failures import Kind, PoisonInput, TransientError, classify
 from shared.retry import Backoff, parse_retry_after
 from shared.runtime import Emit, Headers, StageRunner, cpu
@@ -184,6 +184,28 @@ def test_poison_is_dead_lettered_at_once_with_the_reason(runtime_env: Settings) 
     assert letter.reason == "no article text" and letter.kind == "poison" and letter.stage == "langdetect"
     assert (letter.topic, letter.partition, letter.offset) == (ARTICLES.name(runtime_env.topic_prefix), 2, 7)
     assert broker.on("articles-labelled") == []
+
+
+def test_a_dead_lettered_page_in_flight_is_given_up_not_left_in_flight(runtime_env: Settings) -> None:
+    # its URL was fetch's in flight: left so, fetch took it again at every expiry of the mark, and the
+    # local runner's drain waited for it
+    sync = redis.Redis.from_url(runtime_env.redis_url)
+    sync.set(redis_store.url_key("a1"), redis_store.inflight_value("pub1"))
+    sync.hset(redis_store.inflight_key("pub1"), "a1", "{}")
+    sync.sadd(redis_store.PUBLISHERS_KEY, "pub1")
+    assert redis_store.pages_in_flight(sync) == {"pub1": 1}
+    stage = EchoStage()
+    stage.raises = [PoisonInput("no article text")]
+    result, _ = _run(runtime_env, stage, events.encode(_article()))
+    assert result == "dead-lettered"
+    assert sync.get(redis_store.url_key("a1")) == b"failed: dead-lettered by langdetect: no article text"
+    assert redis_store.pages_in_flight(sync) == {} and sync.hlen(redis_store.inflight_key("pub1")) == 0
+    # a URL done already stays done (a replayed page dead-lettered later)
+    sync.set(redis_store.url_key("a1"), redis_store.URL_DONE)
+    stage.raises = [PoisonInput("no article text")]
+    _run(runtime_env, stage, events.encode(_article()))
+    assert sync.get(redis_store.url_key("a1")) == b"done"
+    sync.close()
 
 
 def test_an_unknown_error_is_retried_then_dead_lettered_with_where_it_failed(runtime_env: Settings) -> None:
