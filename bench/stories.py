@@ -199,7 +199,7 @@ def start_redis() -> tuple[subprocess.Popen[bytes], int]:
 
 # Fills the index inside Redis (a script per 5,000 stories): a million stories through the Python client would
 # take half an hour. Each generated story is what the stage writes for a new story: its summary (the same
-# real summary's bytes for all), its article's key, its member, and 8 entity, 8 name and 6 band terms drawn
+# real summary's bytes for all), its article's key, its member, and 6 entity, 6 name and 4 band terms drawn
 # from large pools (entities 200,000, names 500,000, bands 256 codes each), with the stage's trims.
 # A bench helper on a standalone Redis: its keys are not declared (no cluster).
 _FILL = """
@@ -219,9 +219,9 @@ for i = first, first + n - 1 do
   redis.call('SET', 'nw:story:a:' .. sid, sid, 'EX', article_ttl)
   redis.call('ZADD', 'nw:story:m:' .. sid, at, '["' .. sid .. '","en","src",' .. at .. ']')
   redis.call('EXPIRE', 'nw:story:m:' .. sid, story_ttl)
-  for _ = 1, 8 do term('nw:story:ix:e:Q' .. math.random(1, 200000), at, sid) end
-  for _ = 1, 8 do term('nw:story:ix:n:name' .. math.random(1, 500000), at, sid) end
-  for band = 0, 5 do term(string.format('nw:story:ix:h:%d:%02x', band, math.random(0, 255)), at, sid) end
+  for _ = 1, 6 do term('nw:story:ix:e:Q' .. math.random(1, 200000), at, sid) end
+  for _ = 1, 6 do term('nw:story:ix:n:name' .. math.random(1, 500000), at, sid) end
+  for band = 0, 3 do term(string.format('nw:story:ix:h:%d:%02x', band, math.random(0, 255)), at, sid) end
   redis.call('ZADD', 'nw:story:recent', at, sid)
 end
 return n

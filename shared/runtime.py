@@ -99,6 +99,9 @@ class Emit:
 
 
 class Stage(Protocol):
+    """A consuming stage. It may set ``ahead`` (a class attribute, default 1): how many inputs it processes
+    at once (``Ahead``), for a stage whose work gains from seeing several together."""
+
     decl: ClassVar[StageDecl]
 
     async def start(self) -> None: ...
@@ -292,8 +295,8 @@ def dead_letter_for(stage: str, topic: str, partition: int, offset: int, key: by
 class Handling:
     """One input between ``StageRunner.begin`` and ``StageRunner.finish``."""
 
-    __slots__ = ("fetched_at", "key", "offset", "outputs", "partition", "result", "sent", "started", "topic",
-                 "value")
+    __slots__ = ("error", "fetched_at", "key", "offset", "outputs", "partition", "result", "sent", "started",
+                 "topic", "value")
 
     def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
         self.topic, self.partition, self.offset, self.key, self.value = topic, partition, offset, key, value
@@ -302,6 +305,41 @@ class Handling:
         self.sent: Sent = []
         self.fetched_at: float | None = None
         self.result: str | None = None  # "ok" or "dead-lettered" once settled
+        self.error: Exception | None = None  # what ``prepare`` met, for ``dispatch`` to hand to the policy
+
+
+class Ahead:
+    """Inputs processed ahead: up to ``count`` at once go through ``StageRunner.prepare`` (the stage's work:
+    a stage that batches, like the stories stage's encoder, sees them together), and each is then
+    dispatched, in input order, one at a time (``StageRunner.dispatch``: its outputs, or the failure policy
+    for it alone), and handed to ``ready`` in that order. So outputs leave in input order, and an input is
+    committed only once its own outputs are acknowledged, as without it."""
+
+    def __init__(self, runner: StageRunner, count: int,
+                 ready: Callable[[tuple[Any, Handling]], Awaitable[None]]) -> None:
+        self.runner = runner
+        self.ready = ready
+        self.queue: asyncio.Queue[tuple[Any, Handling, asyncio.Task[None]]] = asyncio.Queue(maxsize=count)
+        self.task = asyncio.create_task(self._dispatch(), name=f"{runner.name}-ahead")
+
+    async def put(self, event: Any, topic: str, partition: int, offset: int, key: bytes | None,
+                  value: bytes | None) -> None:
+        if self.task.done():  # it only ends by raising: let the caller see it
+            self.task.result()
+        handling = self.runner.open(topic, partition, offset, key, value)
+        await self.queue.put((event, handling, asyncio.create_task(self.runner.prepare(handling))))
+
+    async def _dispatch(self) -> None:
+        while True:
+            event, handling, prepared = await self.queue.get()
+            await prepared
+            await self.runner.dispatch(handling)
+            await self.ready((event, handling))
+
+    def close(self) -> None:
+        self.task.cancel()
+        while not self.queue.empty():
+            self.queue.get_nowait()[2].cancel()
 
 
 class StageRunner:
@@ -338,16 +376,37 @@ class StageRunner:
         """Process one input and queue its outputs, without waiting for the broker's acknowledgements
         (``finish`` waits): the next input is processed meanwhile. A failure here is handled at once
         by the failure policy."""
+        handling = self.open(topic, partition, offset, key, value)
+        await self.prepare(handling)
+        await self.dispatch(handling)
+        return handling
+
+    # ``begin`` in two steps, for a stage whose inputs are processed ahead (``Stage.ahead``): ``prepare``
+    # (the stage's work) runs for several inputs at once, ``dispatch`` (their outputs, or the failure
+    # policy) runs one input at a time, in input order.
+    def open(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> Handling:
         metrics.MESSAGES_CONSUMED.labels(self.name, self.input.suffix).inc()
-        handling = Handling(topic, partition, offset, key, value)
+        return Handling(topic, partition, offset, key, value)
+
+    async def prepare(self, handling: Handling) -> None:
         try:
-            handling.outputs, handling.fetched_at = await self._process(value)
-            handling.sent = await self.outlet.dispatch(handling.outputs)
+            handling.outputs, handling.fetched_at = await self._process(handling.value)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            handling.result = await self._attempts(handling, exc)
-        return handling
+            handling.error = exc
+
+    async def dispatch(self, handling: Handling) -> None:
+        exc = handling.error
+        if exc is None:
+            try:
+                handling.sent = await self.outlet.dispatch(handling.outputs)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as failure:
+                exc = failure
+        handling.result = await self._attempts(handling, exc)
 
     async def finish(self, handling: Handling) -> str:
         """Wait until the input's outputs are acknowledged (or it is dead-lettered): returns "ok" or
@@ -645,6 +704,7 @@ class _Service:
         source = self._topic(runner.input.name(self.settings.topic_prefix))
 
         liveness, name, in_flight = self.liveness, stage.decl.name, self.settings.in_flight
+        ahead_count = max(1, int(getattr(stage, "ahead", 1)))
 
         async def agent(stream: faust.StreamT) -> None:
             with liveness.watching(name):
@@ -665,15 +725,22 @@ class _Service:
                         liveness.handled(name, handling.topic, handling.partition, handling.offset)
 
                 settler = asyncio.create_task(settle(), name=f"{name}-settle")
+                ahead = Ahead(runner, ahead_count, waiting.put) if ahead_count > 1 else None
                 try:
                     async for event in manual.events():
                         message = event.message
-                        handling = await runner.begin(message.topic, message.partition, message.offset,
-                                                      event.key, event.value)
-                        await waiting.put((event, handling))
+                        if ahead is not None:
+                            await ahead.put(event, message.topic, message.partition, message.offset, event.key,
+                                            event.value)
+                        else:
+                            handling = await runner.begin(message.topic, message.partition, message.offset,
+                                                          event.key, event.value)
+                            await waiting.put((event, handling))
                         if settler.done():  # it only ends by raising: let the worker see it
                             settler.result()
                 finally:
+                    if ahead is not None:
+                        ahead.close()
                     settler.cancel()
                     metrics.UP.labels(stage.decl.name).set(0)
 

@@ -29,6 +29,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -71,6 +72,7 @@ TEXT_CHARS = 2000  # names and numbers are read on the title and this much of th
 
 LSH_BANDS = 6
 LSH_BITS = 8
+LSH_TERMS = 4  # bands indexed per article (each costs a write and a read; entities and names find most)
 _PLANES = np.random.default_rng(20261208).standard_normal((LSH_BANDS * LSH_BITS, 512)).astype(np.float32)
 
 _NAME = re.compile(r"[^\W\d_][\w'’-]*")
@@ -143,6 +145,9 @@ class Decision:
 # --- features ------------------------------------------------------------------------------------
 
 
+# Words repeat across articles (names, weekdays): their folds are kept (fold_name costs ~5 µs a word).
+_fold_word = lru_cache(maxsize=1 << 17)(fold_name)
+
 _SENTENCE_END = re.compile(r"[.!?:;«»\"“”„(\[\n—–-]\s*$")
 
 
@@ -157,7 +162,7 @@ def names_of(text: str) -> frozenset[str]:
         before = text[max(0, m.start() - 3):m.start()]
         if m.start() == 0 or _SENTENCE_END.search(before):
             continue
-        folded = fold_name(word)
+        folded = _fold_word(word)
         if folded and folded not in _WEEKDAYS:
             found.add(folded)
     if len(found) > MAX_NAMES:
@@ -178,7 +183,7 @@ def days_of(text: str) -> frozenset[int]:
     """The weekdays a text names, in any of the languages of ``_WEEKDAYS``."""
     found = set()
     for match in _NAME.finditer(text):
-        word = fold_name(match.group(0))
+        word = _fold_word(match.group(0))
         day = _WEEKDAYS.get(word)
         if day is None and "-" in word:  # a prefix joined by a hyphen, or a compound
             day = _WEEKDAYS.get(word.rsplit("-", 1)[-1])
@@ -231,10 +236,10 @@ def lsh_codes(vector: np.ndarray) -> list[str]:
 def index_terms(features: Features) -> list[str]:
     """The terms an article is found by, and finds its candidate stories by: its strongest entities,
     its longest names (long names are rarer) and its embedding's bands."""
-    entities = sorted(features.entities, key=lambda i: (-features.entities[i], i))[:8]
-    names = sorted(features.names, key=lambda n: (-len(n), n))[:8]
+    entities = sorted(features.entities, key=lambda i: (-features.entities[i], i))[:6]
+    names = sorted(features.names, key=lambda n: (-len(n), n))[:6]
     return ([f"e:{e}" for e in entities] + [f"n:{n}" for n in names]
-            + [f"h:{code}" for code in lsh_codes(features.embedding)])
+            + [f"h:{code}" for code in lsh_codes(features.embedding)[:LSH_TERMS]])
 
 
 # --- the score -----------------------------------------------------------------------------------

@@ -121,6 +121,9 @@ class StoriesStage:
     """Links each tagged article to its story (Redis index, shared by every replica)."""
 
     decl: ClassVar[pipeline.StageDecl] = pipeline.STORY_LINKING
+    # Up to 8 articles are processed at once (shared.runtime.Ahead): their encodings go in one pass of the
+    # encoder (EmbedBatcher), the lock keeps the linking itself one article at a time.
+    ahead: ClassVar[int] = 8
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

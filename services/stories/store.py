@@ -153,7 +153,7 @@ def trims(article_id: str, key: str) -> bool:
     return zlib.crc32(f"{article_id}|{key}".encode()) % TRIM_EVERY == 0
 
 
-CANDIDATES = 24  # stories scored per article: the best by shared terms
+CANDIDATES = 16  # stories scored per article: the best by shared terms
 
 
 class RedisStoryStore:

@@ -615,3 +615,67 @@ def test_faust_consumers_wait_for_data_as_long_as_the_setting_says(runtime_env: 
         return int(consumer._fetch_max_wait_ms)
 
     assert asyncio.run(go()) == 123
+
+
+class SlowStage:
+    """articles → articles-labelled, each article taking the time its text names; records how many ran at once."""
+
+    decl: ClassVar[pipeline.StageDecl] = pipeline.LANGDETECT
+    ahead: ClassVar[int] = 4
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def process(self, article: events.Article) -> Sequence[Emit]:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(float(article.text))
+        finally:
+            self.running -= 1
+        labelled = events.LabelledArticle(id=article.id, article=article,
+                                          language=events.Language(lang="fr", confidence=1.0, script="Latn"))
+        return [Emit(LABELLED, article.id, labelled)]
+
+
+def test_inputs_processed_ahead_leave_in_input_order_and_a_poison_one_alone(runtime_env: Settings) -> None:
+    from shared.runtime import Ahead
+
+    delays = ["0.05", "0.01", "poison", "0.03", "0.0", "0.02"]
+    broker = FakeBroker()
+    stage = SlowStage()
+
+    async def go() -> list[tuple[int, str | None]]:
+        client = aioredis.Redis.from_url(runtime_env.redis_url)
+        runner = StageRunner(stage, broker.send, client, runtime_env)
+        ready: list[tuple[int, str | None]] = []
+
+        async def hand(item: tuple[Any, Any]) -> None:
+            event, handling = item
+            ready.append((event, await runner.finish(handling)))
+
+        ahead = Ahead(runner, SlowStage.ahead, hand)
+        for n, delay in enumerate(delays):
+            article = events.Article(id=f"a{n}", url="http://example.org/a", source="s", fetched_at=1.0, title="T",
+                                     text=delay)
+            value = b"not json" if delay == "poison" else events.encode(article)
+            await ahead.put(n, ARTICLES.name(runtime_env.topic_prefix), 0, n, f"a{n}".encode(), value)
+        for _ in range(2000):
+            if len(ready) == len(delays):
+                break
+            await asyncio.sleep(0.005)
+        ahead.close()
+        await client.aclose()
+        return ready
+
+    ready = asyncio.run(go())
+    assert [n for n, _ in ready] == list(range(len(delays)))  # handed on in input order
+    assert [r for _, r in ready] == ["ok", "ok", "dead-lettered", "ok", "ok", "ok"]
+    labelled = [events.decode(events.LabelledArticle, v).id for v in broker.on("articles-labelled")]
+    assert labelled == ["a0", "a1", "a3", "a4", "a5"]  # outputs in input order, though a1 was done first
+    assert len(broker.on("dead-letter")) == 1
+    assert stage.most > 1  # several were processed at once
