@@ -163,10 +163,19 @@ class RedisStoryStore:
         self.article_ttl = settings.dedup_ttl_days * 86400
         self.story_ttl = int(self.window_s + 86400)
         self.instance = uuid.uuid4().hex
+        # This process's articles queue here, not on the Redis lock: only replicas contend for that one
+        # (a poll with backoff), and the articles of one process would otherwise poll it against each other.
+        self._local = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def linking(self, article_id: str, copy_of: str, terms: Sequence[str],
                       since: float) -> AsyncIterator[Lookup]:
+        async with self._local, self._linking(article_id, copy_of, terms, since) as lookup:
+            yield lookup
+
+    @contextlib.asynccontextmanager
+    async def _linking(self, article_id: str, copy_of: str, terms: Sequence[str],
+                       since: float) -> AsyncIterator[Lookup]:
         """Takes the lock and reads what linking needs in the same round trip (the reads run after the SET NX
         on the server, so they see every write of the lock's previous holder, made before its release)."""
         token = f"{self.instance}:{uuid.uuid4().hex[:8]}"
@@ -185,7 +194,7 @@ class RedisStoryStore:
             if time.monotonic() > deadline:
                 raise TransientError(f"the story lock ({LOCK_KEY}) stayed held for {LOCK_WAIT_S:.0f} s")
             await asyncio.sleep(pause)
-            pause = min(0.05, pause * 2)
+            pause = min(0.01, pause * 2)  # another replica holds it for about a millisecond
         known, original = (redis_store.as_str(r) if r is not None else None for r in replies[1:3])
         hits: dict[str, int] = {}
         recency: dict[str, int] = {}
