@@ -351,3 +351,18 @@ def test_the_image_installs_the_lock_in_its_own_layer_before_the_code() -> None:
     assert ".env" in ignored and ".venv" in ignored
     install = (ROOT / "infra/install.sh").read_text("utf-8")
     assert "-c requirements.lock -c requirements-dev.lock" in install  # users and CI: the same versions
+
+
+def test_the_container_test_says_why_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.containers import engine
+
+    monkeypatch.setattr(engine.sys, "platform", "linux")
+    monkeypatch.setattr(engine.os, "geteuid", lambda: 1000)
+    assert "root" in (engine.unavailable() or "")
+    monkeypatch.setattr(engine.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(engine.shutil, "which", lambda tool: None if tool in {"podman", "runc"} else f"/usr/bin/{tool}")
+    assert engine.unavailable() == "podman, runc not installed (./infra/install.sh --dev installs them from Debian)"
+    monkeypatch.setattr(engine.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    assert engine.unavailable() is None
+    install = (ROOT / "infra/install.sh").read_text("utf-8")
+    assert all(f"missing+=({package})" in install for package in ("podman", "runc", "debootstrap", "docker-compose"))
