@@ -43,6 +43,7 @@ PROJECT_IMAGE = "localhost/newswatch:latest"  # docker-compose.yml's newswatch:l
 BROKER_IMAGE = "localhost/newswatch-test/kafka:tansu"
 STAND_INS = {name: f"localhost/newswatch-test/{name}:debian" for name in ("redis", "prometheus", "alertmanager")}
 RECIPE_LABEL = "newswatch.recipe"
+IMAGE_LABEL = "newswatch.image"
 
 # The rootfs of debootstrap, made as small as Debian's slim images: no package lists or .debs, and dpkg told
 # to leave out documentation and translations in every later install (as debian:bookworm-slim does).
@@ -74,6 +75,28 @@ def state_dir() -> Path:
     name must fit in 108 bytes."""
     default = Path("/var/tmp/newswatch-podman") / hashlib.sha1(str(ROOT).encode()).hexdigest()[:10]
     return Path(os.environ.get("NEWSWATCH_CONTAINER_STATE", str(default)))
+
+
+def prune_stale_states(current: Path) -> list[Path]:
+    """Remove the podman storage of checkouts that are gone (CI clones anew each time, each clone's storage
+    holds a project image of ~800 MB): a state directory beside ``current`` whose recorded checkout no
+    longer exists and under which nothing is mounted. Returns what it removed."""
+    removed = []
+    for other in current.parent.glob("*"):
+        owner = other / "checkout"
+        if other == current or not owner.is_file() or Path(owner.read_text().strip()).exists():
+            continue
+        # podman's overlay driver mounts its layer directory on itself; unmount it (deepest first) before
+        # removing, and leave the directory alone if anything there stays mounted.
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+        for mount in sorted((m for m in mounts if m.startswith(f"{other}/")), key=len, reverse=True):
+            subprocess.run(["umount", mount], capture_output=True, timeout=60)
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+        if any(m.startswith(f"{other}/") for m in mounts):
+            continue
+        shutil.rmtree(other, ignore_errors=True)
+        removed.append(other)
+    return removed
 
 
 def project_name() -> str:
@@ -120,6 +143,7 @@ class Podman:
     def __init__(self, state: Path) -> None:
         self.state = state
         state.mkdir(parents=True, exist_ok=True)
+        (state / "checkout").write_text(f"{ROOT}\n")  # whose storage this is (prune_stale_states)
         self.socket = state / "docker.sock"
         (state / "storage.conf").write_text(
             f'[storage]\ndriver = "overlay"\ngraphroot = "{state / "storage"}"\nrunroot = "{state / "run"}"\n')
@@ -219,8 +243,14 @@ class Podman:
             proc.wait(timeout=30)
 
     def label(self, image: str) -> str | None:
-        found = self("image", "inspect", "--format", f'{{{{index .Labels "{RECIPE_LABEL}"}}}}', image, check=False)
-        return found.stdout.strip() if found.returncode == 0 else None
+        """The recipe key the image was built from, if it is the image of that name (a tag that points
+        at another image, e.g. from a bad archive, has the other image's name label)."""
+        labels = f'{{{{index .Labels "{RECIPE_LABEL}"}}}} {{{{index .Labels "{IMAGE_LABEL}"}}}}'
+        found = self("image", "inspect", "--format", labels, image, check=False)
+        if found.returncode != 0:
+            return None
+        key, _, name = found.stdout.strip().partition(" ")
+        return key if name == image else None
 
     def size_mb(self, image: str) -> float:
         return int(self("image", "inspect", "--format", "{{.Size}}", image).stdout.strip()) / 1e6
@@ -269,7 +299,8 @@ def ensure(podman: Podman, images: list[str], recipe: str, build: Callable[[str]
     partial = archive.with_suffix(".partial")
     with contextlib.suppress(FileNotFoundError):
         partial.unlink()
-    podman("save", "--format", "docker-archive", "-o", str(partial), *images)
+    # -m: each image with its own configuration (without it, every name would point at the first image)
+    podman("save", "--multi-image-archive", "--format", "docker-archive", "-o", str(partial), *images)
     partial.rename(archive)
 
 
@@ -297,13 +328,14 @@ def build_debian(podman: Podman, key: str) -> None:
                 else:
                     path.unlink()
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
-        podman("import", "--change", f"LABEL {RECIPE_LABEL}={key}", "--change", 'CMD ["bash"]', "-", DEBIAN_IMAGE,
-               stdin=tar.stdout)
+        podman("import", "--change", f"LABEL {RECIPE_LABEL}={key}", "--change", f"LABEL {IMAGE_LABEL}={DEBIAN_IMAGE}",
+               "--change", 'CMD ["bash"]', "-", DEBIAN_IMAGE, stdin=tar.stdout)
         assert tar.wait() == 0
 
 
 def _build(podman: Podman, key: str, tag: str, containerfile: Path, context: Path, *extra: str) -> None:
     podman("build", "--network", "host", "--pull=never", "--label", f"{RECIPE_LABEL}={key}",
+           "--label", f"{IMAGE_LABEL}={tag}",
            "--build-arg", f"BASE={DEBIAN_IMAGE}", "-f", str(containerfile), "-t", tag, *extra, str(context),
            timeout=1800)
 

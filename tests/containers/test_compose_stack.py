@@ -151,6 +151,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
     started = time.monotonic()
     say(f"podman storage in {podman.state}, image cache in {engine.cache_dir()}")
+    for gone in engine.prune_stale_states(podman.state):
+        say(f"removed {gone}: the storage of a checkout that is gone")
     try:
         engine.base_images(podman, say)
     except engine.CannotRun as exc:
