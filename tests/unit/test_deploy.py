@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +23,9 @@ import pytest
 import yaml
 
 from newswatch import local
-from shared.pipeline import SERVICE_NAMES, SERVICES
+from newswatch.demo.server import sources_yaml
+from services.fetch.politeness import parse_allow_hosts
+from shared.pipeline import SERVICE_NAMES, SERVICES, service
 from shared.settings import ENV_VARS, Settings
 from tests.conftest import ROOT
 
@@ -55,11 +58,52 @@ def test_compose_matches_the_pipeline() -> None:
         assert svc["healthcheck"]["test"] == ["CMD", "newswatch", "health", decl.name], decl.name
         assert svc["depends_on"]["topics"]["condition"] == "service_completed_successfully"
     assert services["topics"]["command"] == ["topics", "create"]
-    image_services = {n for n, svc in services.items() if svc.get("command", [""])[0] == "service"}
+    # Without a profile: each service once. The demo profile adds a fetch of its own (below).
+    image_services = {n for n, svc in services.items()
+                      if svc.get("command", [""])[0] == "service" and not svc.get("profiles")}
     assert image_services == set(SERVICE_NAMES), image_services ^ set(SERVICE_NAMES)
     assert "KAFKA_PROCESS_ROLES" in services["kafka"]["environment"]  # KRaft
     dockerfile = (ROOT / "Dockerfile").read_text("utf-8")
     assert re.search(r"^USER\s+(?!root)\w+", dockerfile, re.M), "the image must not run as root"
+
+
+def test_the_demo_profile_feeds_fetch_from_the_demo_sites_it_allows() -> None:
+    services = _yaml("docker-compose.yml")["services"]
+    demo = {name for name, svc in services.items() if "demo" in svc.get("profiles", [])}
+    assert demo == {"demo-sites", "fetch-demo"}
+    sites, fetch = services["demo-sites"], services["fetch-demo"]
+    assert sites["command"][0] == "demo-sites" and sites["command"][sites["command"].index("--host") + 1] == "0.0.0.0"
+    port = sites["command"][sites["command"].index("--port") + 1]
+    assert fetch["command"] == ["service", "fetch"] and fetch["image"] == "newswatch:latest"
+    assert fetch["depends_on"]["demo-sites"]["condition"] == "service_healthy"
+    env = fetch["environment"]
+    assert env["NEWSWATCH_METRICS_PORT"] == str(service("fetch").metrics_port)
+    # Prometheus finds services by name: answering to `fetch`, fetch-demo is scraped as a fetch replica.
+    assert fetch["networks"]["default"]["aliases"] == ["fetch"]
+    assert fetch["healthcheck"]["test"] == ["CMD", "newswatch", "health", "fetch"]
+    # The sources it reads (baked into the image from config/) are the demo sites', each on an allowed host.
+    assert env["NEWSWATCH_SOURCES"] == "/app/config/demo-sources.yaml"
+    sources = _yaml("config/demo-sources.yaml")
+    assert sources == yaml.safe_load(sources_yaml(f"http://demo-sites:{port}", 5))
+    allowed = set(parse_allow_hosts(env["NEWSWATCH_ALLOW_HOSTS"]))
+    feeds = [urllib.parse.urlsplit(f) for s in sources["sources"] for f in s["feeds"]]
+    assert feeds and {(f.hostname, f.port) for f in feeds} <= allowed, (feeds, allowed)
+    assert allowed == {("demo-sites", int(port))}  # that host and no other local address
+
+
+def test_the_documented_subscribe_command_works_on_docker_and_podman() -> None:
+    # `docker compose run` makes a container with links, which podman refuses ("link is not supported");
+    # `exec` into the running alert service works on both (tests/containers runs it).
+    command = "docker compose exec alert newswatch alerts tail"
+    for path in ("README.md", "docker-compose.yml"):
+        text = (ROOT / path).read_text("utf-8")
+        assert command in text, path
+        assert "compose run --rm" not in text, path  # the command podman refuses
+    assert services_of("alert")["command"] == ["service", "alert"]  # the container `exec` goes into
+
+
+def services_of(name: str) -> Any:
+    return _yaml("docker-compose.yml")["services"][name]
 
 
 def test_prometheus_finds_every_replica_of_every_service_and_alerts_through_alertmanager() -> None:
@@ -134,8 +178,9 @@ def test_compose_config_resolves_to_a_production_deployment(tmp_path: Path) -> N
         assert "mem_limit" in svc, name
         if name != "topics":  # the one-shot admin step
             assert svc.get("restart") == "unless-stopped", name
-    for name in (*SERVICE_NAMES, "kafka", "redis", "prometheus", "alertmanager", "grafana"):
-        assert services[name]["healthcheck"]["test"], name
+    for name, svc in services.items():  # the one-shot admin step aside, every container says it is healthy
+        if name != "topics":
+            assert svc["healthcheck"]["test"], name
     for name, measured in MEASURED_MB.items():
         assert _megabytes(services[name]["mem_limit"]) >= 1.3 * measured, (name, services[name]["mem_limit"])
 
@@ -260,6 +305,35 @@ def test_the_lock_pins_every_dependency_at_the_installed_version() -> None:
     assert "resiliparse" in runtime  # clean runs it (services/clean/fallback.py)
 
 
+def _stages(dockerfile: str) -> list[list[str]]:
+    stages: list[list[str]] = []
+    for line in dockerfile.splitlines():
+        if line.startswith("FROM "):
+            stages.append([])
+        if stages and line.strip() and not line.startswith("#"):
+            stages[-1].append(line)
+    return stages
+
+
+def test_the_image_is_built_in_one_stage_and_shipped_from_another() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text("utf-8")
+    stages = _stages(dockerfile)
+    final = stages[-1]
+    assert len(stages) >= 2
+    # the Python image the test builds a stand-in for, in every stage
+    assert all(re.match(r"FROM (python:3\.11-slim-bookworm|base)( AS \w+)?$", s[0]) for s in stages), \
+        [s[0] for s in stages]
+    assert any(line.startswith("COPY --from=build /opt/newswatch") for line in final)
+    # nothing installed in the final stage: the compilers' and binutils' packages, pip's work, stay in build
+    assert not any(re.search(r"apt-get|pip install", line) for line in final), final
+    build = next(s for s in stages if s[0].endswith(" AS build"))
+    assert any("binutils" in line for line in build) and any("strip" in line for line in build)
+    # extra CA certificates: a build argument, in the trust store pip and the services read
+    assert 'ARG EXTRA_CA_CERTS=""' in dockerfile and "update-ca-certificates" in dockerfile
+    assert "PIP_CERT=/etc/ssl/certs/ca-certificates.crt" in dockerfile
+    assert "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" in dockerfile
+
+
 def test_the_image_installs_the_lock_in_its_own_layer_before_the_code() -> None:
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text("utf-8").splitlines()
              if line.strip() and not line.startswith("#")]
@@ -277,3 +351,18 @@ def test_the_image_installs_the_lock_in_its_own_layer_before_the_code() -> None:
     assert ".env" in ignored and ".venv" in ignored
     install = (ROOT / "infra/install.sh").read_text("utf-8")
     assert "-c requirements.lock -c requirements-dev.lock" in install  # users and CI: the same versions
+
+
+def test_the_container_test_says_why_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.containers import engine
+
+    monkeypatch.setattr(engine.sys, "platform", "linux")
+    monkeypatch.setattr(engine.os, "geteuid", lambda: 1000)
+    assert "root" in (engine.unavailable() or "")
+    monkeypatch.setattr(engine.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(engine.shutil, "which", lambda tool: None if tool in {"podman", "runc"} else f"/usr/bin/{tool}")
+    assert engine.unavailable() == "podman, runc not installed (./infra/install.sh --dev installs them from Debian)"
+    monkeypatch.setattr(engine.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    assert engine.unavailable() is None
+    install = (ROOT / "infra/install.sh").read_text("utf-8")
+    assert all(f"missing+=({package})" in install for package in ("podman", "runc", "debootstrap", "docker-compose"))
