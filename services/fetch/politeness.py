@@ -32,8 +32,12 @@ robots.txt (RFC 9309), what fetch does with each answer of ``/robots.txt``:
 | 3xx                                             | followed, up to 5 hops (each hop checked like any request);|
 |                                                 | more: as if unavailable                                    |
 | 4xx but 429 ("unavailable", 2.3.1.3)            | everything allowed                                         |
-| 429, 5xx, network error, timeout ("unreachable",| everything disallowed for ``ROBOTS_TROUBLE_TTL_SECONDS``,  |
-| 2.3.1.4)                                        | then asked again; pages wait (retried), feeds back off     |
+| 429, 5xx, network error, timeout ("unreachable",| everything disallowed, then asked again: after             |
+| 2.3.1.4)                                        | ``ROBOTS_TROUBLE_TTL_SECONDS`` (429/5xx: the server is     |
+|                                                 | there and says it is in trouble), after                    |
+|                                                 | ``ROBOTS_UNREACHABLE_TTL_SECONDS`` when nothing answered   |
+|                                                 | (a server still starting, a network blip); pages wait      |
+|                                                 | (retried), feeds wait until it is asked again              |
 
 429 is a 4xx, but it asks the crawler to slow down: reading it as "no robots.txt, everything
 allowed" would crawl hardest the server that asked for less.
@@ -67,7 +71,8 @@ from protego import Protego
 
 MAX_REDIRECTS = 5
 ROBOTS_TTL_SECONDS = 3600.0
-ROBOTS_TROUBLE_TTL_SECONDS = 300.0  # a robots.txt that could not be read (429, 5xx, no answer) is asked again this soon
+ROBOTS_TROUBLE_TTL_SECONDS = 300.0  # a robots.txt answering 429/5xx is asked again this soon
+ROBOTS_UNREACHABLE_TTL_SECONDS = 30.0  # one that did not answer at all, this soon
 ROBOTS_LOCAL_SECONDS = 60.0  # a parsed robots.txt is kept in memory this long before Redis is asked again
 ROBOTS_MAX_BYTES = 500 * 1024  # RFC 9309 2.5: a crawler must read at least 500 KiB of a robots.txt
 ROBOTS_UNREACHABLE = 0  # the status noted for a robots.txt that did not answer (network error, timeout)
@@ -80,9 +85,10 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 class FetchError(RuntimeError):
     """A URL that could not be fetched; ``permanent`` when retrying cannot help."""
 
-    def __init__(self, message: str, permanent: bool = False) -> None:
+    def __init__(self, message: str, permanent: bool = False, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.retry_after = retry_after  # seconds after which trying again can help (None: not known)
 
 
 class RefusedAddress(FetchError):
@@ -537,6 +543,11 @@ class _Robots:
     at: float  # monotonic time it was read
     rules: RobotsRules | None  # None: everything allowed
     trouble: bool = False  # the robots.txt could not be read (429, 5xx, no answer): everything waits
+    ttl: float = ROBOTS_TTL_SECONDS  # how long the answer holds (``robots_ttl``)
+
+    def fresh_for(self, now: float) -> float:
+        """Seconds this copy is still used before Redis (then the origin) is asked again."""
+        return self.at + min(ROBOTS_LOCAL_SECONDS, self.ttl) - now
 
 
 def robots_key(origin: str) -> str:
@@ -687,9 +698,9 @@ class PoliteClient:
             delay = None
             if check_robots:
                 robots = await self._robots_for(current)
-                if robots.trouble:  # passes by itself: retry later
+                if robots.trouble:  # passes by itself: retry once robots.txt is asked again
                     raise FetchError(f"{current}: robots.txt unreachable (HTTP 429/5xx or no answer), "
-                                     "not fetched for now")
+                                     "not fetched for now", retry_after=robots.fresh_for(time.monotonic()))
                 if robots.rules is not None and not robots.rules.can_fetch(current):
                     raise FetchError(f"{current}: disallowed by robots.txt", permanent=True)
                 delay = robots.rules.crawl_delay if robots.rules is not None else None
@@ -737,8 +748,7 @@ class PoliteClient:
 
     def _fresh_robots(self, origin: str) -> _Robots | None:
         cached = self._robots.get(origin)
-        if cached is not None and time.monotonic() - cached.at < min(
-                ROBOTS_LOCAL_SECONDS, ROBOTS_TROUBLE_TTL_SECONDS if cached.trouble else ROBOTS_TTL_SECONDS):
+        if cached is not None and cached.fresh_for(time.monotonic()) > 0:
             return cached
         return None
 
@@ -757,7 +767,7 @@ class PoliteClient:
 
     async def _read_robots(self, origin: str) -> _Robots:
         status, text = await self._robots_text(origin)
-        robots = _Robots(time.monotonic(), *robots_verdict(status, text, self.product))
+        robots = _Robots(time.monotonic(), *robots_verdict(status, text, self.product), ttl=robots_ttl(status))
         self._robots[origin] = robots
         return robots
 
@@ -780,7 +790,7 @@ class PoliteClient:
         except FetchError as exc:
             status, text = (404 if exc.permanent else ROBOTS_UNREACHABLE), ""
         if self.redis is not None:
-            ttl = ROBOTS_TROUBLE_TTL_SECONDS if robots_unreachable(status) else ROBOTS_TTL_SECONDS
+            ttl = robots_ttl(status)
             await self.redis.hset(key, mapping={"status": str(status), "text": text})
             await self.redis.expire(key, int(ttl))
         return status, text
@@ -831,6 +841,13 @@ class RobotsRules:
 def robots_unreachable(status: int) -> bool:
     """RFC 9309 2.3.1.4: a server error or no answer (and here 429) means "disallow everything for now"."""
     return status == ROBOTS_UNREACHABLE or status == 429 or status >= 500
+
+
+def robots_ttl(status: int) -> float:
+    """How long a robots.txt answer holds: an hour; 5 minutes for 429/5xx; 30 s when nothing answered."""
+    if status == ROBOTS_UNREACHABLE:
+        return ROBOTS_UNREACHABLE_TTL_SECONDS
+    return ROBOTS_TROUBLE_TTL_SECONDS if robots_unreachable(status) else ROBOTS_TTL_SECONDS
 
 
 def robots_verdict(status: int, text: str, product: str) -> tuple[RobotsRules | None, bool]:

@@ -499,8 +499,8 @@ class FetchStage:
             metrics.poll(source.id, "error", None)
             if exc.permanent:
                 log.warning(f"{kind} poll failed", extra={"source": source.id, kind: url, "error": cut(str(exc), 500)})
-            else:
-                self._back_off_doc(source, url, kind, str(exc), None)
+            else:  # robots.txt unreachable: asked again then, not after the growing backoff
+                self._back_off_doc(source, url, kind, str(exc), exc.retry_after)
             return "error", None, cached
         status = response.status
         if status == 304:

@@ -254,6 +254,28 @@ def test_an_unreachable_robots_txt_disallows_everything_for_now() -> None:
     assert run(c, f"http://127.0.0.1:{port}/a.html") == ["later"]
 
 
+def test_robots_txt_trouble_says_when_to_try_again(server: Server) -> None:
+    # a feed waits until robots.txt is asked again, not after its own growing backoff: 30 s when
+    # nothing answered (a site still starting), 60 s (the local copy) while it answers 5xx
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server.answer("/robots.txt", 503, b"", {"Content-Type": "text/plain"})
+
+    async def go() -> list[float]:
+        waits = []
+        for c, url in ((PoliteClient("newswatch/0.1", 2, 100_000, 0.0, f"127.0.0.1:{port}", deadline=2.0),
+                        f"http://127.0.0.1:{port}/feed.xml"), (client(server), server.url("/feed.xml"))):
+            with pytest.raises(FetchError) as info:
+                await c.get(url)
+            assert not info.value.permanent and info.value.retry_after is not None
+            waits.append(info.value.retry_after)
+            await c.aclose()
+        return waits
+    unreachable, busy = asyncio.run(go())
+    assert 20 < unreachable <= 30 and 50 < busy <= 60, (unreachable, busy)
+
+
 def test_the_first_500_kib_are_read_and_the_rest_ignored(server: Server) -> None:
     # a rule inside the first 500 KiB holds; one past it does not; the file is over the page cap
     # (50,000 bytes here) and still read, gzip-encoded or not
