@@ -306,14 +306,21 @@ def test_prometheus_scrapes_every_service_and_a_scaled_replica(stack: Stack) -> 
     _wait("two clean targets up in Prometheus", 240, lambda: len(up_by_service().get("clean", ())) == 2, step=3)
     stack.record("second clean replica scraped after `--scale clean=2` (s)", round(time.monotonic() - started))
 
+    last: list[dict[str, set[str]]] = []
+
     def every_target_up() -> bool:
         found = up_by_service()
+        last[:] = [found]
         return (set(found) == set(SERVICE_NAMES) and len(found["clean"]) == 2 and len(found["fetch"]) == 2
                 and all(len(found[name]) == 1 for name in SERVICE_NAMES if name not in {"clean", "fetch"}))
 
     # A scrape can fail while the scale-up runs (a target is "down" or "unknown" until its next scrape):
     # wait for every target to be up at one scrape, then check what that scrape says.
-    _wait("every service's targets up at one scrape", 120, every_target_up, step=3)
+    try:
+        _wait("every service's targets up at one scrape", 300, every_target_up, step=3)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; up at the last scrape: {last}; "
+                             f"{[(c.get('Name'), c['State']['Status']) for c in stack.containers()]}") from exc
     found = up_by_service()
     assert set(found) == set(SERVICE_NAMES), found
     assert len(found["clean"]) == 2
