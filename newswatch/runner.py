@@ -253,7 +253,11 @@ class Supervisor:
         pids = {"runner": os.getpid(), **({"broker": self.broker.pid} if self.broker else {}),
                 **({"redis": self.redis.pid} if self.redis else {}),
                 **{name: proc.pid for name, proc in self.services.items()}}
-        (self.opts.run_dir / "processes.json").write_text(json.dumps(pids, indent=1), "utf-8")
+        # written whole then renamed: a reader (an operator's script, a drill) never sees it half written
+        target = self.opts.run_dir / "processes.json"
+        partial = target.with_suffix(".json.partial")
+        partial.write_text(json.dumps(pids, indent=1), "utf-8")
+        partial.replace(target)
 
     def start_services(self) -> None:
         for offset, decl in enumerate(pipeline.SERVICES):
