@@ -24,7 +24,7 @@ import contextlib
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -141,10 +141,16 @@ class StoryStore(Protocol):
     async def recent(self, since: float, limit: int) -> list[link.StorySummary]: ...
 
 
-def rank(hits: dict[str, int], recency: dict[str, int], limit: int) -> list[str]:
-    """Candidates by the number of the article's terms they share, then the most recent first (``recency``:
-    the best place a story had in a term's most-recent-first list)."""
-    return sorted(hits, key=lambda s: (-hits[s], recency.get(s, 0), s))[:limit]
+def rank(found: Iterable[Sequence[str]], limit: int) -> list[str]:
+    """Candidates from each term's story ids (most recent first): by the number of the article's terms they
+    share, then by the best place they had in a term's list (the most recent first)."""
+    hits: dict[str, int] = {}
+    recency: dict[str, int] = {}
+    for ids in found:
+        for place, sid in enumerate(ids):
+            hits[sid] = hits.get(sid, 0) + 1
+            recency[sid] = min(recency.get(sid, place), place)
+    return sorted(hits, key=lambda s: (-hits[s], recency[s], s))[:limit]
 
 
 def trims(article_id: str, key: str) -> bool:
@@ -196,14 +202,8 @@ class RedisStoryStore:
             await asyncio.sleep(pause)
             pause = min(0.01, pause * 2)  # another replica holds it for about a millisecond
         known, original = (redis_store.as_str(r) if r is not None else None for r in replies[1:3])
-        hits: dict[str, int] = {}
-        recency: dict[str, int] = {}
-        for found in replies[3:]:
-            for place, member in enumerate(found):
-                sid = redis_store.as_str(member)
-                hits[sid] = hits.get(sid, 0) + 1
-                recency[sid] = min(recency.get(sid, place), place)
-        lookup = Lookup(known, original if copy_of else None, rank(hits, recency, CANDIDATES), token)
+        candidates = rank(([redis_store.as_str(m) for m in found] for found in replies[3:]), CANDIDATES)
+        lookup = Lookup(known, original if copy_of else None, candidates, token)
         try:
             yield lookup
         finally:
@@ -270,15 +270,10 @@ class MemoryStoryStore:
     async def linking(self, article_id: str, copy_of: str, terms: Sequence[str],
                       since: float) -> AsyncIterator[Lookup]:
         async with self._lock:
-            hits: dict[str, int] = {}
-            recency: dict[str, int] = {}
-            for term in terms:
-                found = sorted(((t, s) for s, t in self.index.get(term, {}).items() if t >= since), reverse=True)
-                for place, (_, sid) in enumerate(found[:READ_CAP]):
-                    hits[sid] = hits.get(sid, 0) + 1
-                    recency[sid] = min(recency.get(sid, place), place)
+            found = ([sid for _, sid in sorted(((t, s) for s, t in self.index.get(term, {}).items() if t >= since),
+                                                reverse=True)[:READ_CAP]] for term in terms)
             yield Lookup(self.articles.get(article_id), self.articles.get(copy_of) if copy_of else None,
-                         rank(hits, recency, CANDIDATES))
+                         rank(found, CANDIDATES))
 
     async def load(self, story_ids: Sequence[str]) -> list[link.StorySummary]:
         return [self.stories[s] for s in story_ids if s in self.stories]
